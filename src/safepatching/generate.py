@@ -1,0 +1,41 @@
+"""Batched greedy generation with a fixed decoding config, for any HF causal LM with a chat template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .chat import prompt_text
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    max_new_tokens: int = 48
+    batch_size: int = 64
+
+
+@torch.no_grad()
+def generate(model, tok, prompts: list[str], cfg: DecodingConfig = DecodingConfig()) -> list[str]:
+    """Greedy completions, in the order of `prompts`. Batches are length-sorted, left-padded."""
+    texts = [prompt_text(tok, p) for p in prompts]
+    enc = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    out: list[str] = [""] * len(prompts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model.eval()
+    for s in range(0, len(order), cfg.batch_size):
+        idx = order[s:s + cfg.batch_size]
+        n = max(len(enc[i]) for i in idx)
+        ids = torch.full((len(idx), n), pad, dtype=torch.long)
+        att = torch.zeros((len(idx), n), dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids[r, n - len(enc[i]):] = torch.tensor(enc[i])
+            att[r, n - len(enc[i]):] = 1
+        dev = next(model.parameters()).device
+        gen = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), do_sample=False,
+                             max_new_tokens=cfg.max_new_tokens, pad_token_id=pad,
+                             eos_token_id=tok.eos_token_id)
+        for r, i in enumerate(idx):
+            out[i] = tok.decode(gen[r, n:], skip_special_tokens=True).strip()
+    return out
