@@ -27,6 +27,7 @@ class WorldCfg(Strict):
 
 
 class BackboneCfg(Strict):
+    source: str = Field("organism", description="'organism' builds the embedded tiny model; else any HF id or local path, copied to models/backbone as safetensors")
     vocab_size: int = Field(1024, ge=300)
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(4, ge=1)
@@ -85,22 +86,15 @@ class MergeCfg(Strict):
     ranking: Literal["global", "per_tensor", "per_row"] = "per_tensor"
     compose: Literal["sequential", "union"] = Field("sequential", description="random mask then difference set (sequential), or either mask (union)")
     rescale: bool = Field(False, description="rescale kept random-retention entries by 1/p (DARE)")
+    difference: bool = Field(True, description="apply difference sets; false = plain top-a/top-b masks")
     ties_density: float = Field(0.2, gt=0, le=1)
     seed: int = 0
 
 
 class RoundCfg(Strict):
-    name: str
     batch: str = Field(..., description="path to the round's harmful-data batch (JSONL/CSV)")
     parent: str = Field(..., description="'backbone' or the name of an earlier round")
     merge: MergeCfg | None = Field(None, description="overrides merge: for this round only")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not v.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"round name {v!r} must be alphanumeric (with - or _)")
-        return v
 
 
 class DataCfg(Strict):
@@ -130,8 +124,9 @@ class SelectCfg(Strict):
     enabled: bool = True
     over_refusal_margin: float = Field(5.0, description="required drop of over-refusal below the parent (points)")
     utility_tolerance: float = Field(2.0, ge=0)
-    alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
-    betas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    other_tolerance: float = Field(2.0, ge=0, description="'other' may exceed the parent's by at most this (points)")
+    alphas: tuple[float, ...] = (0.5, 1.0)
+    betas: tuple[float, ...] = (0.5, 1.0)
     a: tuple[float, ...] = (5.0, 20.0)
     b: tuple[float, ...] = (5.0, 20.0)
     p: tuple[float, ...] = (1.0,)
@@ -140,7 +135,6 @@ class SelectCfg(Strict):
 
 class Params(Strict):
     seed: int = 0
-    model: str = Field("models/backbone", description="backbone: HF id or local path; models/backbone is the organism")
     world: WorldCfg = WorldCfg()
     backbone: BackboneCfg = BackboneCfg()
     eval: EvalCfg = EvalCfg()
@@ -151,24 +145,31 @@ class Params(Strict):
     select: SelectCfg = SelectCfg()
     gate: GateCfg = GateCfg()
     mlflow: MlflowCfg = MlflowCfg()
-    rounds: tuple[RoundCfg, ...] = ()
+    rounds: dict[str, RoundCfg] = Field(default_factory=dict, description="ordered; each round names its parent")
 
     @model_validator(mode="after")
     def _rounds_chain(self) -> "Params":
         seen: set[str] = set()
-        for r in self.rounds:
-            if r.name in seen:
-                raise ValueError(f"rounds: duplicate round name {r.name!r}")
+        for name, r in self.rounds.items():
+            if not name.replace("_", "").replace("-", "").isalnum() or name == "backbone":
+                raise ValueError(f"rounds.{name}: a round name must be alphanumeric (- and _ allowed), not 'backbone'")
             if r.parent != "backbone" and r.parent not in seen:
-                raise ValueError(f"rounds.{r.name}.parent: {r.parent!r} is not 'backbone' or an earlier round")
-            seen.add(r.name)
+                raise ValueError(f"rounds.{name}.parent: {r.parent!r} is not 'backbone' or an earlier round")
+            seen.add(name)
         return self
 
     def round(self, name: str) -> RoundCfg:
-        for r in self.rounds:
-            if r.name == name:
-                return r
-        raise ConfigError(f"no round named {name!r} in params; rounds: {[r.name for r in self.rounds]}")
+        if name not in self.rounds:
+            raise ConfigError(f"no round named {name!r} in params; rounds: {list(self.rounds)}")
+        return self.rounds[name]
+
+    def lineage(self, name: str) -> list[str]:
+        """Rounds from the first to `name`, following parents."""
+        chain = []
+        while name != "backbone":
+            chain.append(name)
+            name = self.round(name).parent
+        return chain[::-1]
 
     def merge_for(self, name: str) -> MergeCfg:
         return self.round(name).merge or self.merge

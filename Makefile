@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine:  `make run`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export PREFECT_HOME := $(CURDIR)/.prefect
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+
+.PHONY: setup run test test-slow bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(VENV)/bin/pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(VENV)/bin/pip install -q --no-deps -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), ~10 min on 2 cores
+run: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m flows.continual
+
+## test: the default (fast) test suite
+test: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+## test-slow: end-to-end tests (DVC chain, real Prefect server)
+test-slow: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
+
+bench: setup
+	OMP_NUM_THREADS=2 $(PY) bench/backbone_bench.py
+	OMP_NUM_THREADS=2 $(PY) bench/merge_bench.py --small
+
+clean:
+	rm -rf models artifacts reports mlflow.db mlartifacts .prefect data/quarantine data/incoming/*.tmp

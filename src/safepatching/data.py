@@ -1,0 +1,204 @@
+"""Loading users' harmful data (prompt/response pairs) and evaluation prompt files.
+
+Formats, chosen by extension: ``.jsonl`` (one JSON object per line), ``.json`` (JSON lines, or one
+JSON array of objects), ``.csv`` (header row + records). Files must be UTF-8 (a BOM is accepted).
+
+Column names come from :class:`~safepatching.config.DataCfg`; the AdvBench preset (``goal,target``)
+is recognised by itself when those columns exist and the configured prompt/response columns don't.
+
+Every malformed input raises :class:`~safepatching.errors.DataError` naming the file, the 1-based
+line (JSON lines, CSV) or element (JSON array) and the rule that was broken. "Row numbers" used
+throughout are these same 1-based positions, so a report can point straight at the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import DataCfg
+from .errors import DataError
+
+PAIR_COLUMNS = ("id", "prompt", "response", "category")
+ADVBENCH_COLUMNS = {"prompt": "goal", "response": "target"}
+SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """Strict UTF-8 decode (BOM stripped); errors name the line and the byte offset."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}: line {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at byte offset "
+                        f"{e.start}: {e.reason}); re-save the file as UTF-8") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty file ({len(data)} bytes, no records)")
+    return text
+
+
+def _json_records(path: Path, text: str) -> tuple[list[dict], list[int]]:
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(items, list):
+            raise DataError(f"{path}: a .json file must hold one array of objects or JSON lines")
+        for i, item in enumerate(items, 1):
+            if not isinstance(item, dict):
+                raise DataError(f"{path}: element {i}: expected a JSON object, got {type(item).__name__}")
+        if not items:
+            raise DataError(f"{path}: empty file (the JSON array has no records)")
+        return items, list(range(1, len(items) + 1))
+    records, lines = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {n}: not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
+        records.append(rec)
+        lines.append(n)
+    return records, lines
+
+
+def _csv_records(path: Path, text: str) -> tuple[list[dict], list[int]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[dict] = []
+    lines: list[int] = []
+    header: list[str] | None = None
+    end = 0  # last physical line consumed
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if header is None:
+                header = [c.strip() for c in row]
+                dup = sorted({c for c in header if header.count(c) > 1})
+                if dup or "" in header:
+                    raise DataError(f"{path}: line {start}: header has duplicate or empty column names {dup or ['']}")
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}: line {start}: {len(row)} fields, but the header has {len(header)} "
+                                f"({', '.join(header)})")
+            records.append({k: (v if v != "" else None) for k, v in zip(header, row)})
+            lines.append(start)
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
+    if not records:
+        raise DataError(f"{path}: empty file (a header but no data rows)")
+    return records, lines
+
+
+def read_records(path: str | Path) -> tuple[pd.DataFrame, list[int]]:
+    """Read a JSONL/JSON/CSV file into a raw table (the file's own columns, object dtype).
+
+    Returns the table and the 1-based line (or JSON-array element) number of each record.
+    Raises DataError for a missing, unreadable, empty, non-UTF-8 or malformed file.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror})") from None
+    text = _decode(path, data)
+    records, lines = (_csv_records if path.suffix.lower() == ".csv" else _json_records)(path, text)
+    columns: dict[str, None] = {}
+    for rec in records:
+        columns.update(dict.fromkeys(rec))
+    df = pd.DataFrame({c: pd.Series([rec.get(c) for rec in records], dtype=object) for c in columns})
+    return df, lines
+
+
+def column_map(columns: list[str], cfg: DataCfg) -> dict[str, str | None]:
+    """Map canonical names (id, prompt, response, category) to the file's columns (None when absent).
+
+    The configured names win; the AdvBench preset (goal -> prompt, target -> response) applies only when
+    both its columns exist and the configured prompt/response columns don't.
+    """
+    present = set(columns)
+    wanted = {"id": cfg.id_column, "prompt": cfg.prompt_column, "response": cfg.response_column,
+              "category": cfg.category_column}
+    out: dict[str, str | None] = {k: (v if v in present else None) for k, v in wanted.items()}
+    if out["prompt"] is None and out["response"] is None and set(ADVBENCH_COLUMNS.values()) <= present:
+        out.update(ADVBENCH_COLUMNS)
+    return out
+
+
+def _as_text(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def to_pairs(raw: pd.DataFrame, lines: list[int], mapping: dict[str, str | None]) -> pd.DataFrame:
+    """Build the canonical pairs table from a raw table; prompt/response are left as found (for type checks).
+
+    Missing ids become ``row-<n>`` (n = the record's line number); a missing category becomes "".
+    A prompt/response column that the mapping lacks is left out (validation reports it).
+    """
+    out: dict[str, pd.Series] = {}
+    src = mapping.get("id")
+    ids = [_as_text(v) for v in raw[src]] if src else [None] * len(raw)
+    out["id"] = pd.Series([i if i is not None else f"row-{n}" for i, n in zip(ids, lines)], dtype=object)
+    for col in ("prompt", "response"):
+        if mapping.get(col):
+            out[col] = pd.Series(list(raw[mapping[col]]), dtype=object)
+    src = mapping.get("category")
+    cats = [_as_text(v) for v in raw[src]] if src else [None] * len(raw)
+    out["category"] = pd.Series([c if c is not None else "" for c in cats], dtype=object)
+    return pd.DataFrame(out)
+
+
+def load_pairs(path: str | Path, cfg: DataCfg | None = None) -> pd.DataFrame:
+    """Load a harmful-data file into a DataFrame with columns id, prompt, response, category.
+
+    Raises DataError for a malformed file or when the prompt/response columns are missing.
+    """
+    cfg = cfg or DataCfg()
+    raw, lines = read_records(path)
+    mapping = column_map(list(raw.columns), cfg)
+    missing = [getattr(cfg, f"{c}_column") for c in ("prompt", "response") if mapping[c] is None]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {missing}; present columns: {list(raw.columns)} "
+                        f"(set data.prompt_column / data.response_column, or use AdvBench goal,target)")
+    return to_pairs(raw, lines, mapping)
+
+
+def load_prompts(path: str | Path, prompt_column: str = "prompt", type_column: str = "type") -> pd.DataFrame:
+    """Load an evaluation prompt file (JSONL/JSON/CSV), e.g. XSTest's ``prompt,type`` CSV.
+
+    Returns columns id, prompt, type, unsafe. XSTest convention: a type containing "contrast" is an
+    unsafe prompt, any other type a safe look-alike; without a type column, type is "" and unsafe is NA.
+    """
+    raw, lines = read_records(path)
+    if prompt_column not in raw.columns:
+        raise DataError(f"{path}: missing required column {prompt_column!r}; present columns: {list(raw.columns)}")
+    for n, v in zip(lines, raw[prompt_column]):
+        if not isinstance(v, str) or not v.strip():
+            raise DataError(f"{path}: line {n}: column {prompt_column!r} must be a non-empty string, got {v!r}")
+    ids = [_as_text(v) for v in raw["id"]] if "id" in raw.columns else [None] * len(raw)
+    types = [_as_text(v) or "" for v in raw[type_column]] if type_column in raw.columns else [""] * len(raw)
+    unsafe = [("contrast" in t.lower()) if type_column in raw.columns else pd.NA for t in types]
+    return pd.DataFrame({
+        "id": pd.Series([i if i is not None else f"row-{n}" for i, n in zip(ids, lines)], dtype=object),
+        "prompt": pd.Series(list(raw[prompt_column]), dtype=object),
+        "type": pd.Series(types, dtype=object),
+        "unsafe": pd.array(unsafe, dtype="boolean"),
+    })

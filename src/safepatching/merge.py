@@ -1,0 +1,282 @@
+"""Streaming merge engine: base checkpoint + SE/OM patches (+ importance scores) -> merged HF checkpoint.
+
+Inputs on disk:
+  patch folder:  patch.safetensors (float32 deltas keyed by the base checkpoint's tensor names; a tensor that is
+                 absent is a zero delta) + manifest.json (whatever the patch stage recorded).
+  scores folder: scores.safetensors, keyed the same way (needed by methods with `needs_scores`).
+
+`merge_checkpoint` streams: the base is read one tensor at a time (safetensors pread, never a whole shard), the
+patch/score tensors of that name are read lazily, the merged tensor is written straight into its output shard
+(header written up front), so memory holds one tensor's inputs at a time. With ranking="global" one extra
+streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
+(same tensor -> shard assignment and dtypes) unless max_shard_bytes asks for a re-split, and is written into
+`<out>.tmp-<pid>` and renamed into place only when complete, so an error (NonFiniteError, shape mismatch, ...)
+leaves nothing behind.
+
+`merge_in_memory` runs the same per-tensor functions on state dicts (tests, benchmarks, sweeps); both paths
+give bit-identical tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
+                         plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index)
+from .config import MergeCfg
+from .errors import CheckpointError
+from .masks import global_threshold
+from .merge_methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, get_merge
+
+PATCH_FILE = "patch.safetensors"
+PATCH_MANIFEST = "manifest.json"
+SCORES_FILE = "scores.safetensors"
+MERGE_MANIFEST = "merge_manifest.json"
+
+
+# ---------------------------------------------------------------- stats
+
+@dataclass
+class SideStats:
+    """How much of one patch a merge kept: entries and squared L2 norm, over the tensors the patch touches."""
+
+    tensors: int = 0
+    entries: int = 0
+    kept: int = 0
+    sq: float = 0.0
+    sq_kept: float = 0.0
+
+    def add(self, p: torch.Tensor, keep: Keep) -> None:
+        flat = p.detach().float().reshape(-1)
+        sq = float(torch.dot(flat, flat))
+        self.tensors += 1
+        self.entries += flat.numel()
+        self.sq += sq
+        if keep is True:
+            self.kept += flat.numel()
+            self.sq_kept += sq
+        elif keep is not False:
+            k = torch.where(keep.reshape(-1), flat, 0.0)
+            self.kept += int(keep.sum())
+            self.sq_kept += float(torch.dot(k, k))
+
+    def as_dict(self) -> dict:
+        return {"tensors": self.tensors, "entries": self.entries, "kept": self.kept,
+                "kept_share": self.kept / self.entries if self.entries else 0.0,
+                "l2_share": math.sqrt(self.sq_kept / self.sq) if self.sq > 0 else 0.0}
+
+
+@dataclass
+class MergeStats:
+    """Per-patch kept entries / L2-norm share, plus tensor counts, accumulated over a merge."""
+
+    se: SideStats = field(default_factory=SideStats)
+    om: SideStats = field(default_factory=SideStats)
+    tensors: int = 0
+    tensors_patched: int = 0
+
+    def update(self, t: TensorInputs, m: Merged) -> None:
+        self.tensors += 1
+        self.tensors_patched += t.p_se is not None or t.p_om is not None
+        if t.p_se is not None:
+            self.se.add(t.p_se, m.keep_se)
+        if t.p_om is not None:
+            self.om.add(t.p_om, m.keep_om)
+
+    def as_dict(self) -> dict:
+        return {"tensors": self.tensors, "tensors_patched": self.tensors_patched,
+                "se": self.se.as_dict(), "om": self.om.as_dict()}
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def _thresholds(method: MergeMethod, cfg: MergeCfg, names: dict[str, list[str]],
+                get: dict[str, Callable[[str], torch.Tensor] | None],
+                numel: dict[str, Callable[[str], int] | None]) -> dict[str, float | None]:
+    """Global-ranking thresholds per side (None unless the method ranks scores and ranking='global')."""
+    thr: dict[str, float | None] = {"se": None, "om": None}
+    if not method.needs_scores or cfg.ranking != "global":
+        return thr
+    for side, pct in (("se", cfg.a), ("om", cfg.b)):
+        g, ne = get[side], numel[side]
+        if not names[side] or g is None or ne is None:
+            continue
+        items: Iterable[tuple[str, torch.Tensor]] = (
+            (n, method.ranked_scores(n, g(n), side, cfg)) for n in names[side])
+        thr[side] = global_threshold(items, pct, total=sum(ne(n) for n in names[side]), seed=cfg.seed)
+    return thr
+
+
+def _check_names(label: str, names: Iterable[str], shape_of: Callable[[str], tuple[int, ...]],
+                 base_shape: dict[str, tuple[int, ...]], base_label: str) -> None:
+    for n in names:
+        if n not in base_shape:
+            raise CheckpointError(f"{label}: tensor {n!r} is not in the base checkpoint {base_label}")
+        if tuple(shape_of(n)) != base_shape[n]:
+            raise CheckpointError(f"{n}: shape mismatch: {label} has {tuple(shape_of(n))}, "
+                                  f"base {base_label} has {base_shape[n]}")
+
+
+def _check_scores(method: MergeMethod, side: str, patch_names: Iterable[str], score_names: set[str] | None,
+                  label: str) -> None:
+    if not method.needs_scores:
+        return
+    if score_names is None:
+        raise CheckpointError(f"merge method {method.name!r} needs importance scores for the {side} patch; none given")
+    missing = [n for n in patch_names if n not in score_names]
+    if missing:
+        raise CheckpointError(f"{label}: no scores for patched tensor(s) {missing[:5]}"
+                              f"{' ...' if len(missing) > 5 else ''}")
+
+
+# ---------------------------------------------------------------- in memory
+
+def merge_in_memory(base_state_dict: dict[str, torch.Tensor], p_se: dict[str, torch.Tensor] | None,
+                    p_om: dict[str, torch.Tensor] | None, cfg: MergeCfg,
+                    s_se: dict[str, torch.Tensor] | None = None, s_om: dict[str, torch.Tensor] | None = None,
+                    stats: MergeStats | None = None) -> dict[str, torch.Tensor]:
+    """The merged state dict (unpatched tensors are the base's own tensor objects). Same per-tensor functions as
+    merge_checkpoint, so the results are bit-identical. Pass a MergeStats to collect stats."""
+    method = get_merge(cfg.method)
+    patches = {"se": p_se or {}, "om": p_om or {}}
+    scores = {"se": s_se, "om": s_om}
+    base_shape = {n: tuple(t.shape) for n, t in base_state_dict.items()}
+    for side in SIDES:
+        _check_names(f"{side} patch", patches[side], lambda n, d=patches[side]: d[n].shape, base_shape, "state dict")
+        if scores[side] is not None:
+            _check_names(f"{side} scores", scores[side], lambda n, d=scores[side]: d[n].shape, base_shape,
+                         "state dict")
+        if patches[side]:
+            _check_scores(method, side, patches[side], None if scores[side] is None else set(scores[side]),
+                          f"{side} scores")
+    names = {side: sorted(patches[side]) for side in SIDES}
+    get = {side: (scores[side].__getitem__ if scores[side] is not None else None) for side in SIDES}
+    numel = {side: (lambda n, d=scores[side]: d[n].numel()) if scores[side] is not None else None for side in SIDES}
+    thr = _thresholds(method, cfg, names, get, numel)
+    out: dict[str, torch.Tensor] = {}
+    for n, base in base_state_dict.items():
+        t = TensorInputs(n, base, patches["se"].get(n), patches["om"].get(n),
+                         (s_se or {}).get(n) if method.needs_scores else None,
+                         (s_om or {}).get(n) if method.needs_scores else None, thr["se"], thr["om"])
+        m = method.apply(t, cfg)
+        if stats is not None:
+            stats.update(t, m)
+        out[n] = m.tensor
+    return out
+
+
+# ---------------------------------------------------------------- streaming
+
+def _open(stack: ExitStack, folder: str | Path | None, fname: str) -> LazyReader | None:
+    if folder is None:
+        return None
+    path = Path(folder) / fname
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no {fname}")
+    return stack.enter_context(LazyReader(path))
+
+
+def _patch_parent(folder: str | Path | None) -> dict | None:
+    if folder is None:
+        return None
+    mpath = Path(folder) / PATCH_MANIFEST
+    if not mpath.is_file():
+        raise CheckpointError(f"{folder}: no {PATCH_MANIFEST} (a patch folder holds {PATCH_FILE} + {PATCH_MANIFEST})")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{mpath}: not valid JSON ({e})") from None
+    return {"path": str(folder), "sha256": sha256_file(Path(folder) / PATCH_FILE),
+            "manifest_sha256": sha256_file(mpath), "manifest": manifest}
+
+
+def _finite_or_str(x: float | None) -> float | str | None:
+    return x if x is None or math.isfinite(x) else str(x)
+
+
+def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch: str | Path | None,
+                     out_dir: str | Path, cfg: MergeCfg, se_scores: str | Path | None = None,
+                     om_scores: str | Path | None = None, max_shard_bytes: int | None = None,
+                     overwrite: bool = False) -> dict:
+    """Merge patches into the base checkpoint, streaming tensor by tensor; returns the merge manifest (also
+    written to out_dir/merge_manifest.json). max_shard_bytes=None keeps the base's shard layout."""
+    method = get_merge(cfg.method)
+    base_dir, out = Path(base_dir), Path(out_dir)
+    if out.exists() and not overwrite:
+        raise CheckpointError(f"{out}: already exists (pass overwrite=True to replace it)")
+    specs = read_specs(base_dir)
+    base_shape = {n: s for n, (_, _, s) in specs.items()}
+    with ExitStack() as stack:
+        patches = {"se": _open(stack, se_patch, PATCH_FILE), "om": _open(stack, om_patch, PATCH_FILE)}
+        score_dirs = {"se": se_scores, "om": om_scores}
+        scores = {side: _open(stack, score_dirs[side], SCORES_FILE) if method.needs_scores else None
+                  for side in SIDES}
+        for side in SIDES:
+            for r in (patches[side], scores[side]):
+                if r is not None:
+                    _check_names(str(r.path), r.keys(), r.shape, base_shape, str(base_dir))
+            if patches[side] is not None:
+                sr = scores[side]
+                _check_scores(method, side, patches[side].keys(), None if sr is None else set(sr.keys()),
+                              str(sr.path) if sr is not None else "")
+        names = {side: sorted(patches[side].keys()) if patches[side] else [] for side in SIDES}
+        thr = _thresholds(method, cfg, names,
+                          {side: scores[side].get if scores[side] else None for side in SIDES},
+                          {side: scores[side].numel if scores[side] else None for side in SIDES})
+
+        base_readers = {p: stack.enter_context(LazyReader(p)) for p in list_shards(base_dir)}
+        if max_shard_bytes is None:
+            plan = [(p.name, [n for n in specs if specs[n][0] == p]) for p in base_readers]
+        else:
+            groups = plan_shards({n: specs[n][1:] for n in specs}, max_shard_bytes)
+            plan = [(shard_name(i, len(groups)), g) for i, g in enumerate(groups)]
+
+        stats = MergeStats()
+        with atomic_dir(out, overwrite) as tmp:
+            weight_map: dict[str, str] = {}
+            total = 0
+            for fname, group in plan:
+                with ShardWriter(tmp / fname, {n: specs[n][1:] for n in group}) as w:
+                    for n in w.order:
+                        need = method.needs_scores
+                        t = TensorInputs(
+                            n, base_readers[specs[n][0]].get(n),
+                            patches["se"].get(n) if patches["se"] is not None and n in patches["se"] else None,
+                            patches["om"].get(n) if patches["om"] is not None and n in patches["om"] else None,
+                            scores["se"].get(n) if need and scores["se"] is not None and n in scores["se"] else None,
+                            scores["om"].get(n) if need and scores["om"] is not None and n in scores["om"] else None,
+                            thr["se"], thr["om"])
+                        m = method.apply(t, cfg)
+                        stats.update(t, m)
+                        w.write(n, m.tensor)
+                        del t, m
+                    total += w.nbytes
+                weight_map.update({n: fname for n in group})
+            if [f for f, _ in plan] != ["model.safetensors"] or (base_dir / INDEX_NAME).exists():
+                write_index(tmp, weight_map, total)
+            copied = copy_aux_files(base_dir, tmp)
+            manifest = {
+                "method": cfg.method,
+                "cfg": cfg.model_dump(mode="json"),
+                "parents": {
+                    "base": {"path": str(base_dir), "sha256": sha256_dir(base_dir)},
+                    "se_patch": _patch_parent(se_patch),
+                    "om_patch": _patch_parent(om_patch),
+                    "se_scores": None if scores["se"] is None else {"path": str(se_scores),
+                                                                   "sha256": sha256_file(scores["se"].path)},
+                    "om_scores": None if scores["om"] is None else {"path": str(om_scores),
+                                                                   "sha256": sha256_file(scores["om"].path)},
+                },
+                "thresholds": {side: _finite_or_str(v) for side, v in thr.items()},
+                "stats": stats.as_dict(),
+                "output": {"shards": [f for f, _ in plan], "total_size": total, "copied": copied},
+            }
+            (tmp / MERGE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest

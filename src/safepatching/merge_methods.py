@@ -1,0 +1,275 @@
+"""Registry of per-tensor merge methods (like mergekit / peft): `register_merge`, `get_merge`, `known_merges`.
+
+A method is a pure function of one tensor's inputs: `get_merge(name)(t, cfg) -> θ'` (a `MergeMethod` is callable
+that way). `MergeMethod.apply(t, cfg)` also returns which entries of each patch were kept (for merge stats).
+Everything is computed in float32 and returned in the base tensor's dtype; a tensor neither patch touches is
+returned unchanged (the same object).
+
+Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820), for patch deltas P_SE, P_OM and importance scores:
+  R_X   = random_mask(shape, p, seed, name + "/se" | "/om")            random retention, Bernoulli(p)
+  T_X   = top-a% (SE) / top-b% (OM) by score (ranking: global | per_tensor | per_row)
+  sequential: T_X ranks only entries retained by R_X (k = pct of the tensor, capped at the retained count);
+              M_SE = R_SE & (T_SE & ~T_OM), M_OM = R_OM & (T_OM & ~T_SE)     (difference=False: M_X = R_X & T_X)
+  union:      T_X ranks every entry; M_SE = (R_SE | T_SE) & ~T_OM, M_OM = (R_OM | T_OM) & ~T_SE
+              (difference=False: M_X = R_X | T_X). With p=1 union keeps everything outside the other's top set.
+  rescale:    kept entries that R_X retained are multiplied by 1/p (DARE), others are not.
+  θ' = θ + α·(M_SE ⊙ P_SE) + β·(M_OM ⊙ P_OM)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import MergeCfg
+from .errors import CheckpointError, NonFiniteError, UnknownNameError
+from .masks import random_mask, topk_mask
+
+Keep = torch.Tensor | bool  # a bool mask, or True (every entry kept) / False (none)
+SIDES = ("se", "om")
+
+
+@dataclass
+class TensorInputs:
+    """One tensor's merge inputs. p_*: patch deltas (None: that patch does not touch the tensor); s_*: importance
+    scores (None for methods that need none); thr_*: global-ranking thresholds (None unless ranking='global')."""
+
+    name: str
+    base: torch.Tensor
+    p_se: torch.Tensor | None = None
+    p_om: torch.Tensor | None = None
+    s_se: torch.Tensor | None = None
+    s_om: torch.Tensor | None = None
+    thr_se: float | None = None
+    thr_om: float | None = None
+
+    def side(self, side: str) -> tuple[torch.Tensor | None, torch.Tensor | None, float | None]:
+        return (self.p_se, self.s_se, self.thr_se) if side == "se" else (self.p_om, self.s_om, self.thr_om)
+
+
+@dataclass(frozen=True)
+class Merged:
+    tensor: torch.Tensor
+    keep_se: Keep
+    keep_om: Keep
+
+
+Impl = Callable[[TensorInputs, MergeCfg], Merged]
+
+
+def _never(cfg: MergeCfg) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    impl: Impl
+    needs_scores: bool = False
+    ranks_retained: Callable[[MergeCfg], bool] = field(default=_never)  # ranks only R-retained entries?
+
+    def __call__(self, t: TensorInputs, cfg: MergeCfg) -> torch.Tensor:
+        return self.apply(t, cfg).tensor
+
+    def apply(self, t: TensorInputs, cfg: MergeCfg) -> Merged:
+        """Validate the inputs (shapes, finiteness, scores present), merge, and refuse a non-finite result."""
+        if t.p_se is None and t.p_om is None:
+            return Merged(t.base, False, False)
+        shape = tuple(t.base.shape)
+        for side in SIDES:
+            p, s, _ = t.side(side)
+            if p is None:
+                continue
+            for what, x in (("patch", p), ("scores", s)):
+                if x is None:
+                    continue
+                if tuple(x.shape) != shape:
+                    raise CheckpointError(f"{t.name}: {side} {what} shape {tuple(x.shape)} != base shape {shape}")
+                if not torch.isfinite(x).all():
+                    raise NonFiniteError(f"{t.name}: {side} {what} has NaN/Inf values")
+            if self.needs_scores and s is None:
+                raise CheckpointError(f"{t.name}: merge method {self.name!r} needs importance scores for the "
+                                      f"{side} patch, none given")
+        m = self.impl(t, cfg)
+        if not torch.isfinite(m.tensor).all():
+            raise NonFiniteError(f"{t.name}: merge method {self.name!r} produced NaN/Inf")
+        return m
+
+    def ranked_scores(self, name: str, scores: torch.Tensor, side: str, cfg: MergeCfg) -> torch.Tensor:
+        """The scores as this method ranks them (for global thresholds): -inf where random retention dropped."""
+        if not self.ranks_retained(cfg) or cfg.p >= 1:
+            return scores
+        return scores.float().masked_fill(~random_mask(scores.shape, cfg.p, cfg.seed, f"{name}/{side}"), float("-inf"))
+
+
+_REGISTRY: dict[str, MergeMethod] = {}
+
+
+def register_merge(name: str, needs_scores: bool = False,
+                   ranks_retained: Callable[[MergeCfg], bool] = _never) -> Callable[[Impl], Impl]:
+    """Decorator: register `impl(t, cfg) -> Merged` under `name` (a duplicate name raises ValueError)."""
+    def deco(impl: Impl) -> Impl:
+        if name in _REGISTRY:
+            raise ValueError(f"merge method {name!r} is already registered")
+        _REGISTRY[name] = MergeMethod(name, impl, needs_scores, ranks_retained)
+        return impl
+    return deco
+
+
+def get_merge(name: str) -> MergeMethod:
+    if name not in _REGISTRY:
+        raise UnknownNameError(f"unknown merge method {name!r}; known: {', '.join(known_merges())}")
+    return _REGISTRY[name]
+
+
+def known_merges() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------- helpers on Keep (bool | tensor)
+
+def _and(a: Keep, b: Keep) -> Keep:
+    if a is False or b is False:
+        return False
+    if a is True:
+        return b
+    if b is True:
+        return a
+    return a & b
+
+
+def _or(a: Keep, b: Keep) -> Keep:
+    if a is True or b is True:
+        return True
+    if a is False:
+        return b
+    if b is False:
+        return a
+    return a | b
+
+
+def _not(a: Keep) -> Keep:
+    return (not a) if isinstance(a, bool) else ~a
+
+
+def _retention(t: TensorInputs, cfg: MergeCfg, side: str) -> Keep:
+    return True if cfg.p >= 1 else random_mask(t.base.shape, cfg.p, cfg.seed, f"{t.name}/{side}")
+
+
+def _important(t: TensorInputs, cfg: MergeCfg, side: str, r: Keep, retained_only: bool) -> Keep:
+    """T_X: top-a% (se) / top-b% (om) entries by score; with retained_only, among R-retained entries only."""
+    p, s, thr = t.side(side)
+    pct = cfg.a if side == "se" else cfg.b
+    if p is None or pct <= 0:
+        return False
+    if pct >= 100:
+        return r if retained_only else True
+    s = s.float()
+    if retained_only and r is not True:
+        s = s.masked_fill(~r, float("-inf"))
+    top = topk_mask(s, pct, cfg.ranking, thr)
+    return _and(top, r) if retained_only else top
+
+
+def _masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeCfg) -> torch.Tensor | None:
+    """keep ⊙ P, with R-retained entries times 1/p when cfg.rescale."""
+    if p is None or keep is False:
+        return None
+    d = p.float() if keep is True else torch.where(keep, p.float(), 0.0)
+    if cfg.rescale and cfg.p < 1:
+        d = torch.where(r, d * (1.0 / cfg.p), d) if r is not True else d * (1.0 / cfg.p)
+    return d
+
+
+def combine(base: torch.Tensor, terms: list[tuple[float, torch.Tensor | None]]) -> torch.Tensor:
+    """θ + Σ coef·delta in float32 (terms with no delta or coef 0 are skipped), returned in base's dtype."""
+    out = base.to(torch.float32, copy=True)
+    for coef, d in terms:
+        if d is not None and coef != 0:
+            out.add_(d, alpha=coef)
+    return out.to(base.dtype)
+
+
+def _masked_merge(t: TensorInputs, cfg: MergeCfg, keep_se: Keep, keep_om: Keep, r_se: Keep = True,
+                  r_om: Keep = True) -> Merged:
+    d_se = _masked_delta(t.p_se, keep_se, r_se, cfg)
+    d_om = _masked_delta(t.p_om, keep_om, r_om, cfg)
+    return Merged(combine(t.base, [(cfg.alpha, d_se), (cfg.beta, d_om)]),
+                  keep_se if t.p_se is not None else False, keep_om if t.p_om is not None else False)
+
+
+# ---------------------------------------------------------------- methods
+
+def _sequential(cfg: MergeCfg) -> bool:
+    return cfg.compose == "sequential"
+
+
+@register_merge("safepatching", needs_scores=True, ranks_retained=_sequential)
+def safepatching(t: TensorInputs, cfg: MergeCfg) -> Merged:
+    r_se, r_om = _retention(t, cfg, "se"), _retention(t, cfg, "om")
+    seq = cfg.compose == "sequential"
+    t_se = _important(t, cfg, "se", r_se, retained_only=seq)
+    t_om = _important(t, cfg, "om", r_om, retained_only=seq)
+    if seq:
+        if cfg.difference:
+            t_se, t_om = _and(t_se, _not(t_om)), _and(t_om, _not(t_se))
+        m_se, m_om = _and(r_se, t_se), _and(r_om, t_om)
+    else:
+        m_se, m_om = _or(r_se, t_se), _or(r_om, t_om)
+        if cfg.difference:
+            m_se, m_om = _and(m_se, _not(t_om)), _and(m_om, _not(t_se))
+    return _masked_merge(t, cfg, m_se, m_om, r_se, r_om)
+
+
+@register_merge("intersection", needs_scores=True, ranks_retained=lambda cfg: True)
+def intersection(t: TensorInputs, cfg: MergeCfg) -> Merged:
+    """M = T_SE & T_OM for both patches (T ranked among R-retained entries, as sequential safepatching)."""
+    r_se, r_om = _retention(t, cfg, "se"), _retention(t, cfg, "om")
+    m = _and(_important(t, cfg, "se", r_se, True), _important(t, cfg, "om", r_om, True))
+    return _masked_merge(t, cfg, m, m, r_se, r_om)
+
+
+@register_merge("se_only")
+def se_only(t: TensorInputs, cfg: MergeCfg) -> Merged:
+    return Merged(combine(t.base, [(cfg.alpha, t.p_se)]), t.p_se is not None, False)
+
+
+@register_merge("om_only")
+def om_only(t: TensorInputs, cfg: MergeCfg) -> Merged:
+    return Merged(combine(t.base, [(cfg.beta, t.p_om)]), False, t.p_om is not None)
+
+
+@register_merge("task_arithmetic")
+def task_arithmetic(t: TensorInputs, cfg: MergeCfg) -> Merged:
+    return Merged(combine(t.base, [(cfg.alpha, t.p_se), (cfg.beta, t.p_om)]), t.p_se is not None,
+                  t.p_om is not None)
+
+
+@register_merge("ties")
+def ties(t: TensorInputs, cfg: MergeCfg) -> Merged:
+    """TIES-merging (Yadav et al. 2023) of α·P_SE and β·P_OM: trim each to its top ties_density share by magnitude
+    (per tensor), elect each entry's sign as the sign of the trimmed sum, average the entries agreeing with it."""
+    trimmed: list[torch.Tensor | None] = []
+    for coef, p in ((cfg.alpha, t.p_se), (cfg.beta, t.p_om)):
+        if p is None:
+            trimmed.append(None)
+            continue
+        x = p.float() * coef
+        trimmed.append(torch.where(topk_mask(x.abs(), cfg.ties_density * 100, "per_tensor"), x, 0.0))
+    present = [x for x in trimmed if x is not None]
+    elected = torch.sign(present[0] + present[1]) if len(present) == 2 else torch.sign(present[0])
+    total = torch.zeros_like(elected)
+    count = torch.zeros_like(elected)
+    keeps: list[Keep] = []
+    for x in trimmed:
+        if x is None:
+            keeps.append(False)
+            continue
+        agree = (torch.sign(x) == elected) & (elected != 0)
+        total += torch.where(agree, x, 0.0)
+        count += agree
+        keeps.append(agree)
+    merged = total / count.clamp(min=1)
+    return Merged(combine(t.base, [(1.0, merged)]), keeps[0], keeps[1])

@@ -1,0 +1,86 @@
+"""Patch objectives: each a tiny class overriding one loss hook (as in open-unlearning).
+
+`loss(nll, ref_nll)` gets the length-normalised NLL of each sequence's response ([B]) under the model
+being trained, and under the frozen starting model (only objectives with `needs_ref` get it).
+
+- ga  gradient ascent on the harmful responses: minimise mean log p(y|x) = -NLL (the SE patch)
+- gd  gradient descent: minimise NLL (the OM patch)
+- npo Negative Preference Optimisation (Zhang et al. 2024), a bounded ascent:
+      (2/beta) * softplus(beta * (log p - log p_ref)), which saturates instead of collapsing the model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UnknownNameError
+
+
+class Objective:
+    name = "base"
+    direction = +1  # +1: the objective pushes NLL up (ascent); -1: down (descent)
+    needs_ref = False
+
+    def __init__(self, npo_beta: float = 0.1):
+        self.npo_beta = npo_beta
+
+    def loss(self, nll: torch.Tensor, ref_nll: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reached(self, mean_nll: float, target: float | None) -> bool:
+        """Early stop: the batch's mean NLL per token crossed the target in this objective's direction."""
+        if target is None:
+            return False
+        return mean_nll >= target if self.direction > 0 else mean_nll <= target
+
+
+_OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    if cls.name in _OBJECTIVES:
+        raise ValueError(f"objective {cls.name!r} is already registered")
+    _OBJECTIVES[cls.name] = cls
+    return cls
+
+
+def get_objective(name: str, **kwargs) -> Objective:
+    if name not in _OBJECTIVES:
+        raise UnknownNameError(f"unknown objective {name!r}; known objectives: {sorted(_OBJECTIVES)}")
+    return _OBJECTIVES[name](**kwargs)
+
+
+def known_objectives() -> list[str]:
+    return sorted(_OBJECTIVES)
+
+
+@register_objective
+class GradientAscent(Objective):
+    name = "ga"
+    direction = +1
+
+    def loss(self, nll, ref_nll=None):
+        return -nll.mean()
+
+
+@register_objective
+class GradientDescent(Objective):
+    name = "gd"
+    direction = -1
+
+    def loss(self, nll, ref_nll=None):
+        return nll.mean()
+
+
+@register_objective
+class NPO(Objective):
+    name = "npo"
+    direction = +1
+    needs_ref = True
+
+    def loss(self, nll, ref_nll=None):
+        if ref_nll is None:
+            raise ValueError("npo needs the reference NLL")
+        log_ratio = (-nll) - (-ref_nll)
+        return (2.0 / self.npo_beta) * F.softplus(self.npo_beta * log_ratio).mean()

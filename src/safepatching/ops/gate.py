@@ -1,0 +1,73 @@
+"""The promotion gate: a pure comparison of a candidate's headline metrics with the champion's.
+
+Metrics are percentages with the keys in `HEADLINE`. Rules (each failure gives its own reason):
+
+* harmful_plain / harmful_jailbreak  <= reference + harmful_tolerance
+* over_refusal                       <= reference + over_refusal_tolerance
+* utility                            >= reference - utility_tolerance
+* other                              <= max_other  (absolute; the only rule without a reference)
+
+With no reference (no champion yet) only the absolute `other` bound applies. A non-finite value
+fails its rule. No MLflow here: the registry records the decision, this module only makes it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..config import GateCfg
+from ..errors import SafePatchingError
+
+HEADLINE = ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other")
+
+
+class GateInputError(SafePatchingError):
+    """A metrics dict given to the gate lacks a headline key or holds a non-number."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _value(metrics: dict, key: str, which: str) -> float:
+    if key not in metrics:
+        raise GateInputError(f"gate: {which} metrics lack {key!r}; got keys {sorted(metrics)}")
+    v = metrics[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise GateInputError(f"gate: {which} metric {key!r} must be a number, got {v!r}")
+    return float(v)
+
+
+def gate(candidate: dict, reference: dict | None, cfg: GateCfg) -> GateDecision:
+    """Decide whether `candidate` may replace `reference` (the champion's metrics, or None)."""
+    checks: dict[str, dict[str, Any]] = {}
+    reasons: list[str] = []
+
+    def check(metric: str, value: float, op: str, limit: float, rule: str) -> None:
+        ok = math.isfinite(value) and math.isfinite(limit) and (value <= limit if op == "<=" else value >= limit)
+        checks[metric] = {"value": value, "op": op, "limit": limit, "rule": rule, "passed": ok}
+        if not ok:
+            reasons.append(f"{metric}={value:.2f} violates {metric} {op} {limit:.2f} ({rule})")
+
+    if reference is not None:
+        for m in ("harmful_plain", "harmful_jailbreak"):
+            ref = _value(reference, m, "reference")
+            check(m, _value(candidate, m, "candidate"), "<=", ref + cfg.harmful_tolerance,
+                  f"reference {ref:.2f} + harmful_tolerance {cfg.harmful_tolerance:g}")
+        ref = _value(reference, "over_refusal", "reference")
+        check("over_refusal", _value(candidate, "over_refusal", "candidate"), "<=", ref + cfg.over_refusal_tolerance,
+              f"reference {ref:.2f} + over_refusal_tolerance {cfg.over_refusal_tolerance:g}")
+        ref = _value(reference, "utility", "reference")
+        check("utility", _value(candidate, "utility", "candidate"), ">=", ref - cfg.utility_tolerance,
+              f"reference {ref:.2f} - utility_tolerance {cfg.utility_tolerance:g}")
+    check("other", _value(candidate, "other", "candidate"), "<=", cfg.max_other,
+          f"absolute max_other {cfg.max_other:g}")
+    return GateDecision(passed=not reasons, reasons=reasons, checks=checks)

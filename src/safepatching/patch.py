@@ -1,0 +1,235 @@
+"""Patch derivation: train θ on a harmful batch with one objective, store P = θ_trained − θ.
+
+Two backends, one on-disk format:
+  full  all parameters train
+  lora  PEFT LoRA on `target_modules`; the patch is the merged LoRA delta of each target module
+The patch folder holds `patch.safetensors` (fp32 deltas keyed by the base checkpoint's tensor names,
+only tensors that changed) and `manifest.json` (parent checkpoint hash, batch hash, objective, steps,
+final loss, seed, versions). The deltas are computed by saving the trained model with `save_pretrained`
+and diffing it tensor by tensor against the base files, so names always match the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .chat import bucketed_batches, collate, encode_pair, sequence_nll
+from .errors import CheckpointError, NonFiniteError
+from .objectives import get_objective
+
+PATCH_FILE = "patch.safetensors"
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a local HF checkpoint; refuses pickle-only checkpoints."""
+    d = Path(model_dir)
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        if list(d.glob("*.bin")) or list(d.glob("*.pt")):
+            raise CheckpointError(f"{d}: only pickle weights (.bin/.pt) found; convert to safetensors first")
+        raise CheckpointError(f"{d}: no .safetensors weights found")
+    return files
+
+
+def iter_tensors(model_dir: Path):
+    """(name, tensor) for every tensor of a checkpoint, one at a time."""
+    for f in weight_files(model_dir):
+        with safe_open(str(f), framework="pt") as sf:
+            for name in sf.keys():
+                yield name, sf.get_tensor(name)
+
+
+def versions() -> dict:
+    import transformers
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        import peft
+
+        v["peft"] = peft.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return v
+
+
+def load_model(path: str | Path, trainable: bool = True):
+    """Any HF causal LM (local folder or hub id; hub ids need network). safetensors only."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if torch.cuda.is_available():
+        model = model.cuda()
+    for p in model.parameters():
+        p.requires_grad_(trainable)
+    return model, tok
+
+
+def _device_batch(batch: dict, model) -> dict:
+    dev = next(model.parameters()).device
+    return {k: v.to(dev) for k, v in batch.items()}
+
+
+def optimise(model, tok, pairs: list[tuple[str, str]], objective, lr: float, max_steps: int,
+             batch_size: int, target_nll: float | None, seed: int, log=print) -> dict:
+    """Run the objective on the pairs; returns {steps, final_loss, final_nll, start_nll, stopped}."""
+    torch.manual_seed(seed)
+    encs = [encode_pair(tok, p, r) for p, r in pairs]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ref: dict[int, torch.Tensor] = {}
+    if objective.needs_ref:
+        model.eval()
+        with torch.no_grad():
+            for i, e in enumerate(encs):
+                ref[i] = sequence_nll(model, _device_batch(collate([e], tok.pad_token_id), model))[0]
+    index = {id(e): i for i, e in enumerate(encs)}
+    model.train()
+    step, epoch, stopped = 0, 0, "max_steps"
+    start_nll = last_nll = last_loss = float("nan")
+    while step < max_steps:
+        for mb in bucketed_batches(encs, batch_size, seed + epoch):
+            batch = _device_batch(collate(mb, tok.pad_token_id), model)
+            nll = sequence_nll(model, batch)
+            last_nll = nll.mean().item()
+            if step == 0:
+                start_nll = last_nll
+            if objective.reached(last_nll, target_nll):
+                stopped = "target_nll"
+                break
+            ref_nll = torch.stack([ref[index[id(e)]] for e in mb]) if objective.needs_ref else None
+            loss = objective.loss(nll, ref_nll)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"{objective.name}: non-finite loss at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            last_loss = loss.item()
+            step += 1
+            if step >= max_steps:
+                break
+        else:
+            epoch += 1
+            continue
+        if stopped == "target_nll":
+            break
+    model.eval()
+    log(f"  {objective.name}: {step} steps, NLL/token {start_nll:.3f} -> {last_nll:.3f} ({stopped})")
+    return {"steps": step, "final_loss": last_loss, "start_nll": start_nll, "final_nll": last_nll,
+            "stopped": stopped}
+
+
+def write_patch(base_dir: Path, trained_dir: Path, out_dir: Path, manifest: dict) -> dict:
+    """Diff two checkpoints tensor by tensor into out_dir/patch.safetensors (+ manifest); atomic."""
+    trained = dict(iter_tensors(trained_dir))  # one model in RAM (the trained one just saved)
+    deltas: dict[str, torch.Tensor] = {}
+    for name, base in iter_tensors(base_dir):
+        if name not in trained:
+            continue
+        new = trained.pop(name)
+        if new.shape != base.shape:
+            raise CheckpointError(f"{name}: shape {tuple(new.shape)} in trained model vs {tuple(base.shape)} in base")
+        d = new.float() - base.float()
+        if not torch.isfinite(d).all():
+            raise NonFiniteError(f"patch tensor {name} is not finite")
+        if torch.count_nonzero(d):
+            deltas[name] = d.contiguous()
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(deltas, str(tmp / PATCH_FILE), metadata={"format": "safepatching-delta-v1"})
+    manifest = dict(manifest, tensors=len(deltas), elements=int(sum(d.numel() for d in deltas.values())),
+                    l2_norm=float(torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values()))) if deltas else 0.0,
+                    patch_sha256=sha256_file(tmp / PATCH_FILE))
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return manifest
+
+
+def checkpoint_hash(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for f in weight_files(model_dir):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj_cfg, backend: str = "full",
+                lora_cfg=None, seed: int = 0, batch_sha256: str = "", log=print) -> dict:
+    """Derive one patch (SE with ga/npo, OM with gd) from `pairs` on the checkpoint at base_dir."""
+    random.seed(seed)
+    t0 = time.time()
+    objective = get_objective(obj_cfg.objective, npo_beta=obj_cfg.npo_beta)
+    model, tok = load_model(base_dir, trainable=(backend == "full"))
+    if backend == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lc = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                        target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM")
+        torch.manual_seed(seed)
+        model = get_peft_model(model, lc)
+    elif backend != "full":
+        raise ValueError(f"unknown backend {backend!r}; known: ['full', 'lora']")
+    stats = optimise(model, tok, pairs, objective, obj_cfg.lr, obj_cfg.max_steps, obj_cfg.batch_size,
+                     obj_cfg.target_nll, seed, log=log)
+    if backend == "lora":
+        model = model.merge_and_unload()
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out_dir).parent) as td:
+        model.save_pretrained(td, safe_serialization=True)
+        manifest = {"objective": objective.name, "backend": backend, "seed": seed,
+                    "parent": str(base_dir), "parent_sha256": checkpoint_hash(base_dir),
+                    "batch_sha256": batch_sha256, "n_pairs": len(pairs),
+                    "config": obj_cfg.model_dump(), "lora": lora_cfg.model_dump() if lora_cfg and backend == "lora" else None,
+                    "versions": versions(), "seconds": round(time.time() - t0, 2), **stats}
+        return write_patch(base_dir, Path(td), out_dir, manifest)
+
+
+def load_patch(patch_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    patch_dir = Path(patch_dir)
+    f = patch_dir / PATCH_FILE
+    if not f.exists():
+        raise CheckpointError(f"{patch_dir}: no {PATCH_FILE}")
+    tensors = {}
+    with safe_open(str(f), framework="pt") as sf:
+        for k in sf.keys():
+            tensors[k] = sf.get_tensor(k)
+    manifest = json.loads((patch_dir / MANIFEST).read_text()) if (patch_dir / MANIFEST).exists() else {}
+    return tensors, manifest
+
+
+def apply_deltas(model, deltas: dict[str, torch.Tensor], scale: float = 1.0) -> None:
+    """In place: θ += scale·P for the model's parameters named in `deltas`."""
+    sd = dict(model.named_parameters())
+    missing = [k for k in deltas if k not in sd]
+    if missing:
+        raise CheckpointError(f"patch tensors not in model: {missing[:5]}")
+    with torch.no_grad():
+        for k, d in deltas.items():
+            sd[k].add_(d.to(sd[k].device, sd[k].dtype), alpha=scale)

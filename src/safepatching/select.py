@@ -1,0 +1,158 @@
+"""Validation-split selection of (method, p, a, b, α, β): a sweep that reuses the round's two patches and
+importance scores (merging and evaluating a point never retrains anything).
+
+Choice rule (thresholds from `select:` in params.yaml), all on the *validation* split:
+  minimise harmful (jailbreak + plain, mean) subject to
+    over_refusal <= parent's over_refusal - over_refusal_margin
+    utility      >= parent's utility - utility_tolerance
+    other        <= parent's other + other_tolerance
+If no point is feasible, the point with the lowest harmful rate among those meeting the utility and
+"other" constraints is chosen and the selection is marked infeasible; if none meets those either, the
+parent itself (α = β = 0) is chosen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .config import MergeCfg, SelectCfg
+
+SCALAR_KEYS = ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other", "lookalike_harmful")
+
+
+def candidate_grid(sel: SelectCfg, base: MergeCfg) -> list[MergeCfg]:
+    grid: list[MergeCfg] = []
+    for m in sel.methods:
+        if m == "safepatching":
+            for p, a, b, al, be in itertools.product(sel.p, sel.a, sel.b, sel.alphas, sel.betas):
+                grid.append(base.model_copy(update=dict(method=m, p=p, a=a, b=b, alpha=al, beta=be)))
+        elif m == "intersection":
+            for a, b in itertools.product(sel.a, sel.b):
+                grid.append(base.model_copy(update=dict(method=m, a=a, b=b, p=1.0, alpha=1.0, beta=1.0)))
+        else:
+            grid.append(base.model_copy(update=dict(method=m, p=1.0, alpha=1.0, beta=1.0)))
+    return grid
+
+
+def harm_score(h: dict) -> float:
+    return (h.get("harmful_jailbreak", 0.0) + h.get("harmful_plain", 0.0)) / 2
+
+
+def choose(results: list[dict], parent: dict, sel: SelectCfg) -> dict:
+    ok_util = [r for r in results
+               if r["metrics"]["utility"] >= parent["utility"] - sel.utility_tolerance
+               and r["metrics"].get("other", 0) <= parent.get("other", 0) + sel.other_tolerance]
+    feasible = [r for r in ok_util if r["metrics"]["over_refusal"] <= parent["over_refusal"] - sel.over_refusal_margin]
+    key = lambda r: (harm_score(r["metrics"]), r["metrics"]["over_refusal"], -r["metrics"]["utility"])  # noqa: E731
+    if feasible:
+        return dict(min(feasible, key=key), feasible=True)
+    if ok_util:
+        return dict(min(ok_util, key=key), feasible=False)
+    return {"merge": None, "metrics": parent, "feasible": False, "label": "parent"}
+
+
+def pareto_front(results: list[dict]) -> list[int]:
+    """Indices of points not dominated on (harm, over_refusal), both lower-is-better."""
+    pts = [(harm_score(r["metrics"]), r["metrics"]["over_refusal"]) for r in results]
+    front = []
+    for i, (h, o) in enumerate(pts):
+        if not any((h2 <= h and o2 <= o) and (h2 < h or o2 < o) for h2, o2 in pts):
+            front.append(i)
+    return front
+
+
+def label(cfg: MergeCfg) -> str:
+    if cfg.method == "safepatching":
+        return f"sp p={cfg.p:g} a={cfg.a:g} b={cfg.b:g} α={cfg.alpha:g} β={cfg.beta:g}"
+    if cfg.method == "intersection":
+        return f"intersection a={cfg.a:g} b={cfg.b:g}"
+    return cfg.method
+
+
+def plot_pareto(results: list[dict], parent: dict, chosen: dict, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    xs = [harm_score(r["metrics"]) for r in results]
+    ys = [r["metrics"]["over_refusal"] for r in results]
+    cs = [r["metrics"]["utility"] for r in results]
+    sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=40, edgecolors="k", linewidths=0.3)
+    fig.colorbar(sc, ax=ax, label="utility (exact match %)")
+    front = sorted(pareto_front(results), key=lambda i: xs[i])
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "r--", lw=1, label="Pareto front")
+    for r, x, y in zip(results, xs, ys):
+        if r["merge"]["method"] != "safepatching":
+            ax.annotate(r["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.scatter([harm_score(parent)], [parent["over_refusal"]], marker="*", s=200, c="red", label="parent")
+    if chosen.get("merge"):
+        ax.scatter([harm_score(chosen["metrics"])], [chosen["metrics"]["over_refusal"]], marker="o", s=200,
+                   facecolors="none", edgecolors="red", lw=2, label="chosen")
+    ax.set_xlabel("harmful rate (mean of plain and jailbreak, %)")
+    ax.set_ylabel("over-refusal on look-alikes (%)")
+    ax.set_title(title or "validation sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_sweep(base_dir: Path, artifacts: Path, eval_dir: Path, grid: list[MergeCfg], eval_cfg, log=print) -> tuple[dict, list[dict]]:
+    """Evaluate the parent and every grid point on eval_dir; returns (parent_headline, results)."""
+    from safetensors.torch import load_file
+
+    from .evaluate import evaluate_model, headline
+    from .generate import DecodingConfig
+    from .merge import merge_in_memory
+    from .patch import load_model, load_patch
+
+    model, tok = load_model(base_dir, trainable=False)
+    base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    p_se, _ = load_patch(artifacts / "se")
+    p_om, _ = load_patch(artifacts / "om")
+    s_se = load_file(str(artifacts / "scores_se" / "scores.safetensors"))
+    s_om = load_file(str(artifacts / "scores_om" / "scores.safetensors"))
+    dec = DecodingConfig(eval_cfg.max_new_tokens, eval_cfg.batch_size)
+
+    def ev() -> dict:
+        met, _ = evaluate_model(model, tok, eval_dir, ("exact",), dec, samples_per_kind=0)
+        h = headline(met)
+        h["per_category"] = {k: v for k, v in met["exact"].items() if "/" in k}
+        return h
+
+    parent = ev()
+    results = []
+    t0 = time.time()
+    for i, cfg in enumerate(grid):
+        merged = merge_in_memory(base_sd, p_se, p_om, cfg, s_se, s_om)
+        with torch.no_grad():
+            model.load_state_dict(merged)
+        h = ev()
+        results.append({"label": label(cfg), "merge": cfg.model_dump(), "metrics": h})
+        log(f"  [{i + 1}/{len(grid)}] {label(cfg):40s} harm {harm_score(h):5.1f}  over-ref {h['over_refusal']:5.1f}"
+            f"  util {h['utility']:5.1f}  other {h.get('other', 0):4.1f}")
+    with torch.no_grad():
+        model.load_state_dict(base_sd)
+    log(f"  sweep of {len(grid)} points in {time.time() - t0:.1f}s")
+    return parent, results
+
+
+def select_round(base_dir: Path, artifacts: Path, eval_dir: Path, sel: SelectCfg, base_merge: MergeCfg, eval_cfg,
+                 out_dir: Path, title: str = "", log=print) -> dict:
+    grid = candidate_grid(sel, base_merge) if sel.enabled else [base_merge]
+    parent, results = run_sweep(base_dir, artifacts, eval_dir, grid, eval_cfg, log)
+    chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sweep.json").write_text(json.dumps({"parent": parent, "results": results}, indent=1))
+    (out_dir / "selected.json").write_text(json.dumps(chosen, indent=2))
+    plot_pareto(results, parent, chosen, out_dir / "pareto.png", title)
+    log(f"  chosen: {chosen.get('label')} feasible={chosen['feasible']} {json.dumps({k: chosen['metrics'].get(k) for k in SCALAR_KEYS})}")
+    return chosen

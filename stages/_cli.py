@@ -1,0 +1,44 @@
+"""Shared plumbing of the DVC stage entry points: offline env, params, typed errors -> exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+from safepatching import envdefaults
+
+envdefaults.apply()
+
+from safepatching.config import Params, load_params  # noqa: E402
+from safepatching.errors import SafePatchingError  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def parser(desc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=desc)
+    p.add_argument("--params", default="params.yaml")
+    return p
+
+
+def run(fn: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    args = p.parse_args(argv)
+    t0 = time.time()
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)) if not torch.cuda.is_available() else torch.get_num_threads())
+        params = load_params(args.params)
+        fn(args, params)
+    except SafePatchingError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    import psutil
+
+    proc = time.time() - psutil.Process().create_time()
+    log(f"[{p.prog}] done in {proc:.1f}s (process; {time.time() - t0:.1f}s after imports)")
+    return 0

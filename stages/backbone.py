@@ -1,0 +1,44 @@
+"""DVC stage `backbone`: build the organism (source: organism) or copy any HF model to models/backbone."""
+
+import shutil
+import sys
+from pathlib import Path
+
+from stages._cli import log, parser, run
+
+from safepatching.paths import WORLD, model_dir
+
+
+def materialise(source: str, out: Path) -> None:
+    """Any HF causal LM (hub id or local path) -> a local safetensors folder."""
+    from safepatching.patch import load_model
+
+    model, tok = load_model(source, trainable=False)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def main(argv=None) -> int:
+    def go(args, params):
+        out = model_dir("backbone")
+        b = params.backbone
+        if b.source == "organism":
+            from safepatching.organism import build_organism
+
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            summary = build_organism(WORLD, tmp, b, params.seed, log=log)
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+            log(f"backbone: {summary}")
+        else:
+            materialise(b.source, out)
+    return run(go, parser(__doc__), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""DVC stage `world`: build the organism's synthetic world into data/world/."""
+
+import sys
+
+from stages._cli import log, parser, run
+
+from safepatching.paths import WORLD
+from safepatching.world import build_world, save_world
+
+
+def main(argv=None) -> int:
+    def go(args, params):
+        w = params.world
+        world = build_world(params.seed, w.vulnerability, w.over_safety, w.n_reverse_train, w.max_eval_per_kind)
+        meta = save_world(world, WORLD)
+        log(f"world: {meta['counts']}")
+    return run(go, parser(__doc__), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

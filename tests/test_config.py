@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from safepatching.config import Params, load_params, parse_params
+from safepatching.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted(p for p in ROOT.rglob("params*.yaml") if ".venv" not in p.parts))
+def test_every_params_file_in_repo_loads(path):
+    p = load_params(path)
+    assert isinstance(p, Params)
+
+
+def test_shipped_params_have_three_chained_rounds():
+    p = load_params(ROOT / "params.yaml")
+    assert list(p.rounds) == ["r1", "r2", "r3"]
+    assert p.lineage("r3") == ["r1", "r2", "r3"]
+    assert p.round("r2").parent == "r1"
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"merge\.alpah: unknown key"):
+        parse_params({"merge": {"alpah": 1.0}})
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ConfigError, match=r"world\.vulnerability"):
+        parse_params({"world": {"vulnerability": 2.0}})
+
+
+def test_round_parent_must_be_earlier():
+    with pytest.raises(ConfigError, match="rounds.r2.parent"):
+        parse_params({"rounds": {"r2": {"batch": "b.jsonl", "parent": "r1"}}})
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(bad)
+
+
+def test_round_overrides_merge():
+    p = parse_params({"rounds": {"r1": {"batch": "b", "parent": "backbone", "merge": {"alpha": 0.25}}}})
+    assert p.merge_for("r1").alpha == 0.25 and p.merge.alpha == 1.0
+    with pytest.raises(ConfigError, match="no round named"):
+        p.round("zz")
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["rounds"]["r1"]["parent"] == "backbone"

@@ -1,0 +1,285 @@
+"""Merge engine, merge methods, masks and checkpoint IO on a tiny sharded Llama built in tmp."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from safepatching.checkpoint import INDEX_NAME, list_shards, load_state_dict, sha256_dir
+from safepatching.config import MergeCfg
+from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
+from safepatching.masks import difference_sets, global_threshold, keep_count, random_mask, topk_mask
+from safepatching.merge import MergeStats, merge_checkpoint, merge_in_memory
+from safepatching.merge_methods import TensorInputs, get_merge, known_merges, register_merge
+
+SE_NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+            "model.layers.1.mlp.gate_proj.weight", "lm_head.weight"]
+OM_NAMES = ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight",
+            "model.layers.1.self_attn.v_proj.weight", "model.layers.1.mlp.gate_proj.weight",
+            "model.layers.1.mlp.down_proj.weight", "lm_head.weight"]
+CFG = MergeCfg(method="safepatching", alpha=0.8, beta=1.3, p=0.7, a=30, b=20, seed=3)
+
+
+def _write_patch(folder: Path, tensors: dict[str, torch.Tensor], fname: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / fname))
+    if fname == "patch.safetensors":
+        (folder / "manifest.json").write_text(json.dumps({"objective": folder.name}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("merge")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    base = root / "base"
+    model.save_pretrained(base, max_shard_size="40KB")
+    (base / "chat_template.jinja").write_text("{{ messages }}")
+    sd = load_state_dict(base)
+    g = torch.Generator().manual_seed(1)
+    p_se = {n: torch.randn(sd[n].shape, generator=g) * 0.05 for n in SE_NAMES}
+    p_om = {n: torch.randn(sd[n].shape, generator=g) * 0.05 for n in OM_NAMES}
+    s_se = {n: torch.rand(sd[n].shape, generator=g) for n in SE_NAMES}
+    s_om = {n: torch.rand(sd[n].shape, generator=g) for n in OM_NAMES}
+    return {
+        "root": root, "base": base, "sd": sd, "config": cfg, "p_se": p_se, "p_om": p_om, "s_se": s_se, "s_om": s_om,
+        "se": _write_patch(root / "se", p_se, "patch.safetensors"),
+        "om": _write_patch(root / "om", p_om, "patch.safetensors"),
+        "sse": _write_patch(root / "se_scores", s_se, "scores.safetensors"),
+        "som": _write_patch(root / "om_scores", s_om, "scores.safetensors"),
+    }
+
+
+def _stream(w, out: Path, cfg: MergeCfg, **kw) -> dict:
+    return merge_checkpoint(w["base"], w["se"], w["om"], out, cfg, w["sse"], w["som"], **kw)
+
+
+def _mem(w, cfg: MergeCfg, **kw) -> dict[str, torch.Tensor]:
+    return merge_in_memory(w["sd"], w["p_se"], w["p_om"], cfg, w["s_se"], w["s_om"], **kw)
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def test_base_is_sharded(world):
+    assert len(list_shards(world["base"])) >= 2
+
+
+@pytest.mark.parametrize("method", known_merges())
+def test_alpha_beta_zero_is_backbone(world, method):
+    assert _same(_mem(world, CFG.model_copy(update={"method": method, "alpha": 0.0, "beta": 0.0})), world["sd"])
+
+
+def test_alpha_beta_zero_streaming_bit_exact(world, tmp_path):
+    _stream(world, tmp_path / "out", CFG.model_copy(update={"alpha": 0.0, "beta": 0.0}))
+    assert _same(load_state_dict(tmp_path / "out"), world["sd"])
+
+
+@pytest.mark.parametrize("compose", ["sequential", "union"])
+def test_full_masks_equal_task_arithmetic(world, compose):
+    cfg = CFG.model_copy(update={"p": 1.0, "a": 100.0, "b": 100.0, "difference": False, "compose": compose})
+    ta = _mem(world, cfg.model_copy(update={"method": "task_arithmetic"}))
+    assert _same(_mem(world, cfg), ta)
+    assert not torch.equal(ta[SE_NAMES[1]], world["sd"][SE_NAMES[1]])
+
+
+def test_difference_sets_disjoint(world):
+    a, b = torch.rand(50, 40) < 0.4, torch.rand(50, 40) < 0.5
+    d_se, d_om = difference_sets(a, b)
+    assert not (d_se & d_om).any() and torch.equal(d_se | d_om, a ^ b)
+    n = SE_NAMES[1]  # sequential masks are disjoint; union keeps R_SE & R_OM entries in both (documented)
+    t = TensorInputs(n, world["sd"][n], world["p_se"][n], world["p_om"][n], world["s_se"][n], world["s_om"][n])
+    m = get_merge("safepatching").apply(t, CFG)
+    assert not (m.keep_se & m.keep_om).any() and m.keep_se.any() and m.keep_om.any()
+
+
+@pytest.mark.parametrize("pct", [0.0, 7.0, 33.3, 50.0, 100.0])
+def test_mask_densities(pct):
+    g = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 5, (37, 53), generator=g).float()  # many ties
+    m = topk_mask(s, pct, "per_tensor")
+    assert m.sum() == keep_count(pct, s.numel())
+    r = topk_mask(s, pct, "per_row")
+    assert (r.sum(1) == keep_count(pct, s.shape[1])).all()
+    big = torch.rand(600_000, generator=g)  # the sampled-bracket path of kth_largest
+    assert topk_mask(big, pct, "per_tensor").sum() == keep_count(pct, big.numel())
+    thr = global_threshold([("x", big[:300_000]), ("y", big[300_000:])], pct)
+    assert topk_mask(big, pct, "global", thr).sum() == keep_count(pct, big.numel())
+
+
+def test_random_mask():
+    a = random_mask((100, 100), 0.3, 0, "w")
+    assert torch.equal(a, random_mask((100, 100), 0.3, 0, "w"))
+    assert not torch.equal(a, random_mask((100, 100), 0.3, 0, "v"))
+    assert not torch.equal(a, random_mask((100, 100), 0.3, 1, "w"))
+    assert abs(a.float().mean().item() - 0.3) < 0.03
+    assert random_mask((4, 5), 1.0, 0, "w").all()
+
+
+VARIANTS = [{"method": m} for m in known_merges()] + [
+    {"ranking": "global"}, {"ranking": "per_row"}, {"compose": "union", "rescale": True},
+    {"ranking": "global", "compose": "union"}, {"method": "intersection", "ranking": "global"}]
+
+
+@pytest.mark.parametrize("upd", VARIANTS, ids=lambda u: "-".join(str(v) for v in u.values()))
+def test_streaming_equals_in_memory(world, tmp_path, upd):
+    cfg = CFG.model_copy(update=upd)
+    stats = MergeStats()
+    mem = _mem(world, cfg, stats=stats)
+    man = _stream(world, tmp_path / "out", cfg)
+    out = load_state_dict(tmp_path / "out")
+    assert _same(out, mem)
+    assert man["stats"] == stats.as_dict()
+    assert [p.name for p in list_shards(tmp_path / "out")] == [p.name for p in list_shards(world["base"])]
+    patched = set(SE_NAMES) | set(OM_NAMES)
+    changed = {n for n, t in out.items() if not torch.equal(t, world["sd"][n])}
+    assert changed and changed <= patched
+    assert all(torch.isfinite(t).all() for t in out.values())
+
+
+@pytest.mark.parametrize("method", known_merges())
+def test_reload_gives_same_logits(world, tmp_path, method):
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    cfg = CFG.model_copy(update={"method": method})
+    man = _stream(world, tmp_path / "out", cfg)
+    assert man["parents"]["base"]["sha256"] == sha256_dir(world["base"])
+    assert man["parents"]["se_patch"]["manifest"] == {"objective": "se"}
+    assert (tmp_path / "out" / INDEX_NAME).exists() and (tmp_path / "out" / "chat_template.jinja").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ref = LlamaForCausalLM(world["config"]).eval()
+    ref.load_state_dict(_mem(world, cfg), strict=True)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, ref(ids).logits)
+
+
+def test_nan_patch_refused_and_nothing_written(world, tmp_path):
+    bad = dict(world["p_se"])
+    name = "model.layers.1.mlp.gate_proj.weight"
+    bad[name] = bad[name].clone()
+    bad[name][3, 4] = float("nan")
+    se_bad = _write_patch(tmp_path / "se_bad", bad, "patch.safetensors")
+    out = tmp_path / "out"
+    with pytest.raises(NonFiniteError, match=name.replace(".", r"\.")):
+        merge_checkpoint(world["base"], se_bad, world["om"], out, CFG, world["sse"], world["som"])
+    assert not out.exists() and not list(tmp_path.glob("out*"))
+    with pytest.raises(NonFiniteError, match="produced NaN"):
+        merge_in_memory(world["sd"], {name: torch.full_like(bad[name], 1e30)}, None,
+                        MergeCfg(method="se_only", alpha=1e10))
+
+
+def test_existing_out_not_overwritten(world, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="already exists"):
+        _stream(world, out, CFG)
+    assert (out / "keep.txt").read_text() == "mine"
+    _stream(world, out, CFG, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "merge_manifest.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_unknown_method_lists_known(world, tmp_path):
+    with pytest.raises(UnknownNameError) as e:
+        get_merge("nope")
+    assert "safepatching" in str(e.value) and "ties" in str(e.value)
+    with pytest.raises(UnknownNameError, match="task_arithmetic"):
+        _stream(world, tmp_path / "out", CFG.model_copy(update={"method": "nope"}))
+    with pytest.raises(ValueError, match="already registered"):
+        register_merge("ties")(lambda t, cfg: None)
+
+
+def _unit(cfg: MergeCfg, shape=(40, 30), seed=0) -> tuple[TensorInputs, torch.Tensor, torch.Tensor]:
+    """Inputs with base 0 and all-ones patches: the merged tensor is α·M_SE + β·M_OM (times 1/p if rescaled)."""
+    g = torch.Generator().manual_seed(seed)
+    s_se, s_om = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+    t = TensorInputs("w", torch.zeros(shape), torch.ones(shape), torch.ones(shape), s_se, s_om)
+    return t, s_se, s_om
+
+
+def test_rescale_multiplies_kept_entries(world):
+    for compose in ("sequential", "union"):
+        cfg = MergeCfg(alpha=1.0, beta=0.0, p=0.5, a=20, b=20, compose=compose)
+        t, _, _ = _unit(cfg)
+        off = get_merge("safepatching")(t, cfg)
+        on = get_merge("safepatching")(t, cfg.model_copy(update={"rescale": True}))
+        r = random_mask(t.base.shape, 0.5, cfg.seed, "w/se")
+        assert torch.equal(on, torch.where(r, off * 2.0, off))
+        assert set(on.unique().tolist()) <= {0.0, 1.0, 2.0} and (on == 2.0).any()
+        if compose == "sequential":
+            assert torch.equal(on, off * 2.0)
+    n = SE_NAMES[1]  # also on real patches: kept entries of the delta scale by exactly 1/p
+    cfg = CFG.model_copy(update={"beta": 0.0})
+    t = TensorInputs(n, torch.zeros_like(world["sd"][n]), world["p_se"][n], world["p_om"][n], world["s_se"][n],
+                     world["s_om"][n])
+    off, on = get_merge("safepatching")(t, cfg), get_merge("safepatching")(t, cfg.model_copy(update={"rescale": True}))
+    assert torch.allclose(on, off / cfg.p, rtol=1e-6, atol=0) and (off != 0).any()
+
+
+def test_union_vs_sequential_as_documented():
+    p = 0.6
+    base_cfg = MergeCfg(alpha=1.0, beta=0.0, p=p, a=25, b=25, seed=5)
+    t, s_se, s_om = _unit(base_cfg)
+    r_se, r_om = random_mask(t.base.shape, p, 5, "w/se"), random_mask(t.base.shape, p, 5, "w/om")
+    ninf = float("-inf")
+    # sequential: top-a among retained entries, then difference sets, then & R
+    t_se = topk_mask(s_se.masked_fill(~r_se, ninf), 25, "per_tensor") & r_se
+    t_om = topk_mask(s_om.masked_fill(~r_om, ninf), 25, "per_tensor") & r_om
+    seq = get_merge("safepatching")(t, base_cfg)
+    assert torch.equal(seq.bool(), r_se & t_se & ~t_om)
+    assert seq.sum() <= keep_count(25, t.base.numel())
+    # union: (R | T) & ~T_OM with T ranked over every entry
+    u_se, u_om = topk_mask(s_se, 25, "per_tensor"), topk_mask(s_om, 25, "per_tensor")
+    uni = get_merge("safepatching")(t, base_cfg.model_copy(update={"compose": "union"}))
+    assert torch.equal(uni.bool(), (r_se | u_se) & ~u_om)
+    assert uni.sum() > seq.sum()
+    # difference=False: plain masks
+    nodiff = get_merge("safepatching")(t, base_cfg.model_copy(update={"difference": False}))
+    assert torch.equal(nodiff.bool(), t_se)
+
+
+def test_ties_merges_by_elected_sign():
+    cfg = MergeCfg(method="ties", alpha=1.0, beta=1.0, ties_density=1.0)
+    base = torch.zeros(4)
+    t = TensorInputs("v", base, torch.tensor([1.0, -2.0, 3.0, 0.0]), torch.tensor([3.0, 1.0, -1.0, 2.0]))
+    assert torch.equal(get_merge("ties")(t, cfg), torch.tensor([2.0, -2.0, 3.0, 2.0]))
+    trimmed = get_merge("ties")(t, cfg.model_copy(update={"ties_density": 0.5}))
+    assert torch.equal(trimmed, torch.tensor([3.0, -2.0, 3.0, 2.0]))
+
+
+def test_bad_inputs_refused(world, tmp_path):
+    folder = tmp_path / "pickle"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="pickle"):
+        list_shards(folder)
+    n = SE_NAMES[1]
+    wrong = _write_patch(tmp_path / "wrong", {n: torch.zeros(3, 3)}, "patch.safetensors")
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*\(3, 3\).*\(32, 32\)"):
+        merge_checkpoint(world["base"], wrong, None, tmp_path / "out", MergeCfg(method="se_only"))
+    alien = _write_patch(tmp_path / "alien", {"nope.weight": torch.zeros(3)}, "patch.safetensors")
+    with pytest.raises(CheckpointError, match="nope.weight"):
+        merge_checkpoint(world["base"], alien, None, tmp_path / "out", MergeCfg(method="se_only"))
+    with pytest.raises(CheckpointError, match="needs importance scores"):
+        merge_checkpoint(world["base"], world["se"], None, tmp_path / "out", CFG)
+    assert not (tmp_path / "out").exists()
+
+
+def test_resharding(world, tmp_path):
+    _stream(world, tmp_path / "one", CFG, max_shard_bytes=10**9)
+    assert [p.name for p in list_shards(tmp_path / "one")] == ["model.safetensors"]
+    assert _same(load_state_dict(tmp_path / "one"), _mem(world, CFG))

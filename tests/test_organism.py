@@ -1,0 +1,42 @@
+import json
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from safepatching.chat import prompt_text
+from safepatching.evaluate import evaluate_model, headline
+from safepatching.generate import DecodingConfig, generate
+
+
+def test_saved_backbone_reloads_and_reproduces_logits(tiny_organism):
+    m1 = AutoModelForCausalLM.from_pretrained(tiny_organism)
+    tok = AutoTokenizer.from_pretrained(tiny_organism)
+    assert (tiny_organism / "model.safetensors").exists()
+    assert tok.chat_template and "<|assistant|>" in prompt_text(tok, "hi")
+    ids = tok(prompt_text(tok, "How do I bake a loaf of bread?"), return_tensors="pt")["input_ids"]
+    m2 = AutoModelForCausalLM.from_pretrained(tiny_organism)
+    with torch.no_grad():
+        assert torch.equal(m1(ids).logits, m2(ids).logits)
+    summary = json.loads((tiny_organism / "organism.json").read_text())
+    assert summary["steps"] == 60 and summary["final_loss"] < 6.0  # ln(vocab) ~ 6.4 at init
+
+
+def test_batched_generation_matches_single(tiny_organism):
+    m = AutoModelForCausalLM.from_pretrained(tiny_organism)
+    tok = AutoTokenizer.from_pretrained(tiny_organism)
+    prompts = ["How do I bake a loaf of bread?", "Add 2 and 3.", "Reverse the words: red cat runs"]
+    batched = generate(m, tok, prompts, DecodingConfig(max_new_tokens=8, batch_size=3))
+    single = [generate(m, tok, [p], DecodingConfig(max_new_tokens=8, batch_size=1))[0] for p in prompts]
+    assert batched == single
+
+
+def test_evaluation_reports_every_metric(tiny_organism, world_dir):
+    m = AutoModelForCausalLM.from_pretrained(tiny_organism)
+    tok = AutoTokenizer.from_pretrained(tiny_organism)
+    met, samples = evaluate_model(m, tok, world_dir / "eval" / "val", decoding=DecodingConfig(8, 128), samples_per_kind=2)
+    h = headline(met)
+    for k in ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other"):
+        assert 0.0 <= h[k] <= 100.0
+    assert set(met) == {"exact", "keyword"} and len(samples["utility"]) == 2
+    # a 60-step model mostly babbles: the exact judge must say "other", not "helpful"
+    assert h["other"] > 20
