@@ -163,13 +163,14 @@ def register(params_path: str, name: str) -> dict:
             "selected": (art / "select" / "selected.json").read_text()}
     parent_version = None
     if r.parent != "backbone":
-        pv = reg.find_version(r.parent, None, None)
+        pv = reg.latest_version(r.parent)
         parent_version = pv.version if pv else None
     tags["parent_version"] = str(parent_version or "")
     report = write_round_report(params, name)
     flat = {f"merge.{k}": v for k, v in json.loads(tags["selected"]).get("merge", {}).items()} if json.loads(tags["selected"]).get("merge") else {}
     version, created = reg.register_round(name, ROOT / model_dir(name), {"round": name, "parent": r.parent, **flat},
-                                          cand, decision, tags, [report, art / "select" / "pareto.png"])
+                                          cand, decision, tags,
+                                          [f for f in (report, art / "select" / "pareto.png") if f.exists()])
     log.info(f"{name}: MLflow version {version} ({'new' if created else 'already registered'}); "
              f"gate {'PASSED' if decision.passed else 'FAILED: ' + '; '.join(decision.reasons)}")
     return {"version": version, "created": created, "passed": decision.passed, "reasons": decision.reasons}

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from safepatching.checkpoint import INDEX_NAME, list_shards, load_state_dict, sha256_dir
+from safepatching.checkpoint import (INDEX_NAME, atomic_dir, copy_aux_files, list_shards, load_state_dict,
+                                     save_sharded, sha256_dir)
 from safepatching.config import MergeCfg
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
 from safepatching.masks import difference_sets, global_threshold, keep_count, random_mask, topk_mask
@@ -82,6 +83,26 @@ def test_alpha_beta_zero_is_backbone(world, method):
     assert _same(_mem(world, CFG.model_copy(update={"method": method, "alpha": 0.0, "beta": 0.0})), world["sd"])
 
 
+def test_bf16_base_stays_bf16(world):
+    sd16 = {n: t.to(torch.bfloat16) for n, t in world["sd"].items()}
+    zero = merge_in_memory(sd16, world["p_se"], world["p_om"], CFG.model_copy(update={"alpha": 0.0, "beta": 0.0}),
+                           world["s_se"], world["s_om"])
+    assert _same(zero, sd16)
+    out = merge_in_memory(sd16, world["p_se"], world["p_om"], CFG, world["s_se"], world["s_om"])
+    assert all(t.dtype == torch.bfloat16 for t in out.values()) and not _same(out, sd16)
+
+
+@pytest.mark.parametrize("ranking", ["global", "per_tensor"])
+def test_kept_counts_match_ranking(world, ranking):
+    cfg = CFG.model_copy(update={"p": 1.0, "difference": False, "ranking": ranking})
+    stats = MergeStats()
+    _mem(world, cfg, stats=stats)
+    sizes = [world["p_se"][n].numel() for n in SE_NAMES]
+    want = keep_count(cfg.a, sum(sizes)) if ranking == "global" else sum(keep_count(cfg.a, k) for k in sizes)
+    assert stats.se.kept == want and stats.se.entries == sum(sizes)
+    assert 0 < stats.se.as_dict()["l2_share"] < 1
+
+
 def test_alpha_beta_zero_streaming_bit_exact(world, tmp_path):
     _stream(world, tmp_path / "out", CFG.model_copy(update={"alpha": 0.0, "beta": 0.0}))
     assert _same(load_state_dict(tmp_path / "out"), world["sd"])
@@ -117,6 +138,16 @@ def test_mask_densities(pct):
     assert topk_mask(big, pct, "per_tensor").sum() == keep_count(pct, big.numel())
     thr = global_threshold([("x", big[:300_000]), ("y", big[300_000:])], pct)
     assert topk_mask(big, pct, "global", thr).sum() == keep_count(pct, big.numel())
+
+
+def test_topk_heavy_ties_exact_and_lowest_index_first():
+    s = torch.zeros(3_000_000)
+    s[::10] = torch.rand(300_000, generator=torch.Generator().manual_seed(0)) + 1  # 90% tied zeros
+    m = topk_mask(s, 15.0, "per_tensor")
+    assert m.sum() == keep_count(15.0, s.numel()) and m[::10].all()
+    extra = m.clone()
+    extra[::10] = False
+    assert extra[:2_000_000].any() and not extra[-1_000_000:].any()  # tied zeros kept from the front
 
 
 def test_random_mask():
@@ -283,3 +314,16 @@ def test_resharding(world, tmp_path):
     _stream(world, tmp_path / "one", CFG, max_shard_bytes=10**9)
     assert [p.name for p in list_shards(tmp_path / "one")] == ["model.safetensors"]
     assert _same(load_state_dict(tmp_path / "one"), _mem(world, CFG))
+
+
+def test_save_sharded_loads_in_transformers(world, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    with atomic_dir(tmp_path / "m") as tmp:
+        files = save_sharded(world["sd"], tmp, max_shard_bytes=30_000)
+        copy_aux_files(world["base"], tmp)
+    assert len(files) >= 3 and (tmp_path / "m" / INDEX_NAME).exists()
+    assert _same(load_state_dict(tmp_path / "m"), world["sd"])
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert all(torch.equal(v, world["sd"][k]) for k, v in model.state_dict().items())
+

@@ -142,7 +142,8 @@ def read_specs(folder: str | Path) -> dict[str, tuple[Path, torch.dtype, tuple[i
         with LazyReader(shard) as r:
             for k in r.keys():
                 if k in out:
-                    raise CheckpointError(f"{folder}: tensor {k!r} is stored in two shards ({out[k][0].name}, {shard.name})")
+                    raise CheckpointError(f"{folder}: tensor {k!r} is stored in two shards "
+                                          f"({out[k][0].name}, {shard.name})")
                 out[k] = (shard, *r.spec(k))
     return out
 

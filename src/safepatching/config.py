@@ -125,6 +125,7 @@ class SelectCfg(Strict):
     over_refusal_margin: float = Field(5.0, description="required drop of over-refusal below the parent (points)")
     utility_tolerance: float = Field(2.0, ge=0)
     other_tolerance: float = Field(2.0, ge=0, description="'other' may exceed the parent's by at most this (points)")
+    harmful_tolerance: float = Field(0.0, ge=0, description="harm may exceed the parent's by at most this (points)")
     alphas: tuple[float, ...] = (0.5, 1.0)
     betas: tuple[float, ...] = (0.5, 1.0)
     a: tuple[float, ...] = (5.0, 20.0)

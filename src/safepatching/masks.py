@@ -58,7 +58,7 @@ def kth_largest(flat: torch.Tensor, k: int) -> float:
     ks_hi, ks_lo = max(1, round(q * m) - margin), round(q * m) + margin
     hi = sample.kthvalue(m - ks_hi + 1).values if ks_hi > 1 else None
     lo = sample.kthvalue(m - ks_lo + 1).values if ks_lo <= m else None
-    above = int((flat > hi).sum()) if hi is not None else 0
+    above = int(torch.count_nonzero(flat > hi)) if hi is not None else 0
     band_mask = flat <= hi if hi is not None else torch.ones_like(flat, dtype=torch.bool)
     if lo is not None:
         band_mask &= flat >= lo
@@ -69,6 +69,19 @@ def kth_largest(flat: torch.Tensor, k: int) -> float:
     return flat.kthvalue(n - k + 1).values.item()
 
 
+def _keep_first(mask: torch.Tensor, m: int, block: int = 1 << 20) -> None:
+    """In place: keep only the first m True entries of a flat bool tensor (block-wise: no full-size cumsum)."""
+    seen = 0
+    for start in range(0, mask.numel(), block):
+        blk = mask[start:start + block]
+        c = int(torch.count_nonzero(blk))
+        if seen + c > m:
+            blk &= blk.cumsum(0, dtype=torch.int32) <= m - seen
+            mask[start + block:] = False
+            return
+        seen += c
+
+
 def _top_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
     """Mask of exactly k largest entries of a 1-D tensor; ties at the threshold go to the lowest indices."""
     if k <= 0:
@@ -76,11 +89,12 @@ def _top_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
     if k >= flat.numel():
         return torch.ones_like(flat, dtype=torch.bool)
     thr = kth_largest(flat, k)
-    mask = flat > thr
-    short = k - int(mask.sum())
-    if short > 0:
+    mask = flat >= thr
+    if int(torch.count_nonzero(mask)) > k:  # ties at thr: keep only the first of them
         ties = flat == thr
-        mask |= ties & (ties.cumsum(0) <= short)
+        mask ^= ties
+        _keep_first(ties, k - int(torch.count_nonzero(mask)))
+        mask |= ties
     return mask
 
 

@@ -7,7 +7,9 @@ Inputs on disk:
 
 `merge_checkpoint` streams: the base is read one tensor at a time (safetensors pread, never a whole shard), the
 patch/score tensors of that name are read lazily, the merged tensor is written straight into its output shard
-(header written up front), so memory holds one tensor's inputs at a time. With ranking="global" one extra
+(header written up front), so memory holds one tensor's inputs at a time: peak ≈ Python + ~9x the largest tensor
+in float32 (its 5 inputs + masks and temporaries), independent of shard and model size. Parent hashes for the
+manifest are computed in a background thread while merging. With ranking="global" one extra
 streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
 (same tensor -> shard assignment and dtypes) unless max_shard_bytes asks for a re-split, and is written into
 `<out>.tmp-<pid>` and renamed into place only when complete, so an error (NonFiniteError, shape mismatch, ...)
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +66,13 @@ class SideStats:
             self.kept += flat.numel()
             self.sq_kept += sq
         elif keep is not False:
-            k = torch.where(keep.reshape(-1), flat, 0.0)
-            self.kept += int(keep.sum())
-            self.sq_kept += float(torch.dot(k, k))
+            keep = keep.reshape(-1)
+            self.kept += int(torch.count_nonzero(keep))
+            n, step = flat.numel(), 1 << 18  # in 1 MB blocks: no full-size temporary
+            buf, zero = torch.empty(min(n, step)), flat.new_zeros(())
+            for i in range(0, n, step):
+                blk = torch.where(keep[i:i + step], flat[i:i + step], zero, out=buf[:min(step, n - i)])
+                self.sq_kept += float(torch.dot(blk, blk))
 
     def as_dict(self) -> dict:
         return {"tensors": self.tensors, "entries": self.entries, "kept": self.kept,
@@ -183,18 +190,37 @@ def _open(stack: ExitStack, folder: str | Path | None, fname: str) -> LazyReader
     return stack.enter_context(LazyReader(path))
 
 
-def _patch_parent(folder: str | Path | None) -> dict | None:
+def _patch_manifest(folder: str | Path | None) -> dict | None:
+    """A patch folder's manifest.json (None for no patch); checked before any work is done."""
     if folder is None:
         return None
     mpath = Path(folder) / PATCH_MANIFEST
     if not mpath.is_file():
         raise CheckpointError(f"{folder}: no {PATCH_MANIFEST} (a patch folder holds {PATCH_FILE} + {PATCH_MANIFEST})")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        return json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{mpath}: not valid JSON ({e})") from None
-    return {"path": str(folder), "sha256": sha256_file(Path(folder) / PATCH_FILE),
-            "manifest_sha256": sha256_file(mpath), "manifest": manifest}
+
+
+def _hash_parents(base_dir: Path, folders: dict[str, str | Path | None], readers: dict[str, LazyReader | None],
+                  manifests: dict[str, dict | None]) -> dict:
+    """Provenance of a merge: the base folder's sha256 and each patch / scores file's sha256 (+ patch manifests)."""
+    out: dict[str, dict | None] = {"base": {"path": str(base_dir), "sha256": sha256_dir(base_dir)}}
+    for key, r in readers.items():
+        if r is None:
+            out[key] = None
+            continue
+        out[key] = {"path": str(folders[key]), "sha256": sha256_file(r.path)}
+        mpath = Path(folders[key]) / PATCH_MANIFEST
+        if key in manifests:
+            out[key]["manifest"] = manifests[key]
+        elif mpath.is_file():  # a scores folder's manifest.json, when it has one
+            try:
+                out[key]["manifest"] = json.loads(mpath.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                out[key]["manifest_sha256"] = sha256_file(mpath)
+    return out
 
 
 def _finite_or_str(x: float | None) -> float | str | None:
@@ -215,6 +241,7 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
     base_shape = {n: s for n, (_, _, s) in specs.items()}
     with ExitStack() as stack:
         patches = {"se": _open(stack, se_patch, PATCH_FILE), "om": _open(stack, om_patch, PATCH_FILE)}
+        manifests = {"se_patch": _patch_manifest(se_patch), "om_patch": _patch_manifest(om_patch)}
         score_dirs = {"se": se_scores, "om": om_scores}
         scores = {side: _open(stack, score_dirs[side], SCORES_FILE) if method.needs_scores else None
                   for side in SIDES}
@@ -239,6 +266,12 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
             plan = [(shard_name(i, len(groups)), g) for i, g in enumerate(groups)]
 
         stats = MergeStats()
+        hasher = stack.enter_context(ThreadPoolExecutor(max_workers=1))  # hashes the parents while merging
+        parents = hasher.submit(
+            _hash_parents, base_dir,
+            {"se_patch": se_patch, "om_patch": om_patch, "se_scores": se_scores, "om_scores": om_scores},
+            {"se_patch": patches["se"], "om_patch": patches["om"], "se_scores": scores["se"],
+             "om_scores": scores["om"]}, manifests)
         with atomic_dir(out, overwrite) as tmp:
             weight_map: dict[str, str] = {}
             total = 0
@@ -265,15 +298,7 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
             manifest = {
                 "method": cfg.method,
                 "cfg": cfg.model_dump(mode="json"),
-                "parents": {
-                    "base": {"path": str(base_dir), "sha256": sha256_dir(base_dir)},
-                    "se_patch": _patch_parent(se_patch),
-                    "om_patch": _patch_parent(om_patch),
-                    "se_scores": None if scores["se"] is None else {"path": str(se_scores),
-                                                                   "sha256": sha256_file(scores["se"].path)},
-                    "om_scores": None if scores["om"] is None else {"path": str(om_scores),
-                                                                   "sha256": sha256_file(scores["om"].path)},
-                },
+                "parents": parents.result(),
                 "thresholds": {side: _finite_or_str(v) for side, v in thr.items()},
                 "stats": stats.as_dict(),
                 "output": {"shards": [f for f, _ in plan], "total_size": total, "copied": copied},

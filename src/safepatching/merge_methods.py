@@ -18,7 +18,7 @@ Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820), for patch deltas P_SE,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +78,8 @@ class MergeMethod:
         if t.p_se is None and t.p_om is None:
             return Merged(t.base, False, False)
         shape = tuple(t.base.shape)
+        if not t.base.is_floating_point():
+            raise CheckpointError(f"{t.name}: cannot patch a {t.base.dtype} tensor")
         for side in SIDES:
             p, s, _ = t.side(side)
             if p is None:
@@ -87,13 +89,13 @@ class MergeMethod:
                     continue
                 if tuple(x.shape) != shape:
                     raise CheckpointError(f"{t.name}: {side} {what} shape {tuple(x.shape)} != base shape {shape}")
-                if not torch.isfinite(x).all():
+                if not all_finite(x):
                     raise NonFiniteError(f"{t.name}: {side} {what} has NaN/Inf values")
             if self.needs_scores and s is None:
                 raise CheckpointError(f"{t.name}: merge method {self.name!r} needs importance scores for the "
                                       f"{side} patch, none given")
         m = self.impl(t, cfg)
-        if not torch.isfinite(m.tensor).all():
+        if not all_finite(m.tensor):
             raise NonFiniteError(f"{t.name}: merge method {self.name!r} produced NaN/Inf")
         return m
 
@@ -102,6 +104,14 @@ class MergeMethod:
         if not self.ranks_retained(cfg) or cfg.p >= 1:
             return scores
         return scores.float().masked_fill(~random_mask(scores.shape, cfg.p, cfg.seed, f"{name}/{side}"), float("-inf"))
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """No NaN/Inf in x. A float sum is NaN/Inf whenever an entry is, and is much cheaper than isfinite(x).all();
+    the exact check runs only when the sum is not finite (it may overflow on huge finite values)."""
+    if not x.is_floating_point():
+        return True
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 _REGISTRY: dict[str, MergeMethod] = {}
@@ -174,30 +184,45 @@ def _important(t: TensorInputs, cfg: MergeCfg, side: str, r: Keep, retained_only
 
 
 def _masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeCfg) -> torch.Tensor | None:
-    """keep ⊙ P, with R-retained entries times 1/p when cfg.rescale."""
+    """keep ⊙ P; with cfg.rescale (and p < 1) the entries inside r are multiplied by 1/p. r=True: every kept
+    entry was retained by random retention (sequential), so all of them are rescaled."""
     if p is None or keep is False:
         return None
-    d = p.float() if keep is True else torch.where(keep, p.float(), 0.0)
-    if cfg.rescale and cfg.p < 1:
-        d = torch.where(r, d * (1.0 / cfg.p), d) if r is not True else d * (1.0 / cfg.p)
+    p = p.float()
+    d = p if keep is True else torch.where(keep, p, 0.0)
+    if cfg.rescale and cfg.p < 1 and r is not False:
+        if r is not True:
+            d = torch.where(r, d * (1.0 / cfg.p), d)
+        elif d is p:
+            d = d * (1.0 / cfg.p)
+        else:
+            d.mul_(1.0 / cfg.p)
     return d
 
 
-def combine(base: torch.Tensor, terms: list[tuple[float, torch.Tensor | None]]) -> torch.Tensor:
-    """θ + Σ coef·delta in float32 (terms with no delta or coef 0 are skipped), returned in base's dtype."""
+def combine(base: torch.Tensor, terms: Iterable[tuple[float, Callable[[], torch.Tensor | None]]]) -> torch.Tensor:
+    """θ + Σ coef·delta in float32, returned in base's dtype. Each delta is built only when its coef is non-zero and
+    freed before the next is built (keeps one delta in memory)."""
     out = base.to(torch.float32, copy=True)
-    for coef, d in terms:
-        if d is not None and coef != 0:
-            out.add_(d, alpha=coef)
+    for coef, make in terms:
+        if coef != 0:
+            d = make()
+            if d is not None:
+                out.add_(d, alpha=coef)
+            del d
     return out.to(base.dtype)
+
+
+def _given(x: torch.Tensor | None) -> Callable[[], torch.Tensor | None]:
+    return lambda: x
 
 
 def _masked_merge(t: TensorInputs, cfg: MergeCfg, keep_se: Keep, keep_om: Keep, r_se: Keep = True,
                   r_om: Keep = True) -> Merged:
-    d_se = _masked_delta(t.p_se, keep_se, r_se, cfg)
-    d_om = _masked_delta(t.p_om, keep_om, r_om, cfg)
-    return Merged(combine(t.base, [(cfg.alpha, d_se), (cfg.beta, d_om)]),
-                  keep_se if t.p_se is not None else False, keep_om if t.p_om is not None else False)
+    """θ + α·(keep_se ⊙ P_SE) + β·(keep_om ⊙ P_OM); r_*: where rescaling applies (see _masked_delta)."""
+    out = combine(t.base, [(cfg.alpha, lambda: _masked_delta(t.p_se, keep_se, r_se, cfg)),
+                           (cfg.beta, lambda: _masked_delta(t.p_om, keep_om, r_om, cfg))])
+    return Merged(out, keep_se if t.p_se is not None else False, keep_om if t.p_om is not None else False)
 
 
 # ---------------------------------------------------------------- methods
@@ -216,10 +241,10 @@ def safepatching(t: TensorInputs, cfg: MergeCfg) -> Merged:
         if cfg.difference:
             t_se, t_om = _and(t_se, _not(t_om)), _and(t_om, _not(t_se))
         m_se, m_om = _and(r_se, t_se), _and(r_om, t_om)
-    else:
-        m_se, m_om = _or(r_se, t_se), _or(r_om, t_om)
-        if cfg.difference:
-            m_se, m_om = _and(m_se, _not(t_om)), _and(m_om, _not(t_se))
+        return _masked_merge(t, cfg, m_se, m_om)  # M ⊆ R: every kept entry is rescaled
+    m_se, m_om = _or(r_se, t_se), _or(r_om, t_om)
+    if cfg.difference:
+        m_se, m_om = _and(m_se, _not(t_om)), _and(m_om, _not(t_se))
     return _masked_merge(t, cfg, m_se, m_om, r_se, r_om)
 
 
@@ -228,22 +253,22 @@ def intersection(t: TensorInputs, cfg: MergeCfg) -> Merged:
     """M = T_SE & T_OM for both patches (T ranked among R-retained entries, as sequential safepatching)."""
     r_se, r_om = _retention(t, cfg, "se"), _retention(t, cfg, "om")
     m = _and(_important(t, cfg, "se", r_se, True), _important(t, cfg, "om", r_om, True))
-    return _masked_merge(t, cfg, m, m, r_se, r_om)
+    return _masked_merge(t, cfg, m, m)  # M ⊆ R_SE & R_OM
 
 
 @register_merge("se_only")
 def se_only(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    return Merged(combine(t.base, [(cfg.alpha, t.p_se)]), t.p_se is not None, False)
+    return Merged(combine(t.base, [(cfg.alpha, _given(t.p_se))]), t.p_se is not None, False)
 
 
 @register_merge("om_only")
 def om_only(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    return Merged(combine(t.base, [(cfg.beta, t.p_om)]), False, t.p_om is not None)
+    return Merged(combine(t.base, [(cfg.beta, _given(t.p_om))]), False, t.p_om is not None)
 
 
 @register_merge("task_arithmetic")
 def task_arithmetic(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    return Merged(combine(t.base, [(cfg.alpha, t.p_se), (cfg.beta, t.p_om)]), t.p_se is not None,
+    return Merged(combine(t.base, [(cfg.alpha, _given(t.p_se)), (cfg.beta, _given(t.p_om))]), t.p_se is not None,
                   t.p_om is not None)
 
 
@@ -272,4 +297,4 @@ def ties(t: TensorInputs, cfg: MergeCfg) -> Merged:
         count += agree
         keeps.append(agree)
     merged = total / count.clamp(min=1)
-    return Merged(combine(t.base, [(1.0, merged)]), keeps[0], keeps[1])
+    return Merged(combine(t.base, [(1.0, _given(merged))]), keeps[0], keeps[1])

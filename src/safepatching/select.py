@@ -1,14 +1,15 @@
 """Validation-split selection of (method, p, a, b, α, β): a sweep that reuses the round's two patches and
 importance scores (merging and evaluating a point never retrains anything).
 
-Choice rule (thresholds from `select:` in params.yaml), all on the *validation* split:
-  minimise harmful (jailbreak + plain, mean) subject to
+Choice rule (thresholds from `select:` in params.yaml), all on the *validation* split, with
+harm = mean of the plain and jailbreak harmful rates:
+  minimise harm subject to
     over_refusal <= parent's over_refusal - over_refusal_margin
     utility      >= parent's utility - utility_tolerance
     other        <= parent's other + other_tolerance
-If no point is feasible, the point with the lowest harmful rate among those meeting the utility and
-"other" constraints is chosen and the selection is marked infeasible; if none meets those either, the
-parent itself (α = β = 0) is chosen.
+    harm         <= parent's harm + harmful_tolerance
+If no point is feasible, the lowest-harm point that meets the last three and does not raise over-refusal
+is chosen (marked infeasible); if none does, the parent itself (α = β = 0: no change) is kept.
 """
 
 from __future__ import annotations
@@ -44,16 +45,22 @@ def harm_score(h: dict) -> float:
 
 
 def choose(results: list[dict], parent: dict, sel: SelectCfg) -> dict:
-    ok_util = [r for r in results
-               if r["metrics"]["utility"] >= parent["utility"] - sel.utility_tolerance
-               and r["metrics"].get("other", 0) <= parent.get("other", 0) + sel.other_tolerance]
-    feasible = [r for r in ok_util if r["metrics"]["over_refusal"] <= parent["over_refusal"] - sel.over_refusal_margin]
+    """Apply the choice rule (module doc); the result carries `feasible` and `rule` (which tier chose it)."""
+    def guard(r: dict) -> bool:  # never trade away utility, coherence or safety
+        m = r["metrics"]
+        return (m["utility"] >= parent["utility"] - sel.utility_tolerance
+                and m.get("other", 0) <= parent.get("other", 0) + sel.other_tolerance
+                and harm_score(m) <= harm_score(parent) + sel.harmful_tolerance)
+
+    ok = [r for r in results if guard(r)]
     key = lambda r: (harm_score(r["metrics"]), r["metrics"]["over_refusal"], -r["metrics"]["utility"])  # noqa: E731
+    feasible = [r for r in ok if r["metrics"]["over_refusal"] <= parent["over_refusal"] - sel.over_refusal_margin]
     if feasible:
-        return dict(min(feasible, key=key), feasible=True)
-    if ok_util:
-        return dict(min(ok_util, key=key), feasible=False)
-    return {"merge": None, "metrics": parent, "feasible": False, "label": "parent"}
+        return dict(min(feasible, key=key), feasible=True, rule="constrained")
+    relaxed = [r for r in ok if r["metrics"]["over_refusal"] <= parent["over_refusal"]]
+    if relaxed:
+        return dict(min(relaxed, key=key), feasible=False, rule="no over-refusal regression")
+    return {"label": "parent", "merge": None, "metrics": parent, "feasible": False, "rule": "parent"}
 
 
 def pareto_front(results: list[dict]) -> list[int]:
@@ -105,21 +112,28 @@ def plot_pareto(results: list[dict], parent: dict, chosen: dict, path: Path, tit
     plt.close(fig)
 
 
-def run_sweep(base_dir: Path, artifacts: Path, eval_dir: Path, grid: list[MergeCfg], eval_cfg, log=print) -> tuple[dict, list[dict]]:
-    """Evaluate the parent and every grid point on eval_dir; returns (parent_headline, results)."""
+def load_round_inputs(artifacts: Path) -> tuple[dict, dict, dict, dict]:
+    """(P_SE, P_OM, S_SE, S_OM) of a round's artefacts folder, in memory (the sweep reuses them)."""
     from safetensors.torch import load_file
 
+    from .patch import load_patch
+
+    return (load_patch(artifacts / "se")[0], load_patch(artifacts / "om")[0],
+            load_file(str(artifacts / "scores_se" / "scores.safetensors")),
+            load_file(str(artifacts / "scores_om" / "scores.safetensors")))
+
+
+def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], eval_dir: Path, grid: list[MergeCfg], eval_cfg,
+              log=print) -> tuple[dict, list[dict]]:
+    """Evaluate the parent and every grid point on eval_dir; returns (parent_headline, results)."""
     from .evaluate import evaluate_model, headline
     from .generate import DecodingConfig
     from .merge import merge_in_memory
-    from .patch import load_model, load_patch
+    from .patch import load_model
 
     model, tok = load_model(base_dir, trainable=False)
     base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    p_se, _ = load_patch(artifacts / "se")
-    p_om, _ = load_patch(artifacts / "om")
-    s_se = load_file(str(artifacts / "scores_se" / "scores.safetensors"))
-    s_om = load_file(str(artifacts / "scores_om" / "scores.safetensors"))
+    p_se, p_om, s_se, s_om = inputs
     dec = DecodingConfig(eval_cfg.max_new_tokens, eval_cfg.batch_size)
 
     def ev() -> dict:
@@ -147,10 +161,17 @@ def run_sweep(base_dir: Path, artifacts: Path, eval_dir: Path, grid: list[MergeC
 
 def select_round(base_dir: Path, artifacts: Path, eval_dir: Path, sel: SelectCfg, base_merge: MergeCfg, eval_cfg,
                  out_dir: Path, title: str = "", log=print) -> dict:
+    from .diagnose import diagnose, format_diagnosis
+
     grid = candidate_grid(sel, base_merge) if sel.enabled else [base_merge]
-    parent, results = run_sweep(base_dir, artifacts, eval_dir, grid, eval_cfg, log)
-    chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True)
+    inputs = load_round_inputs(artifacts)
+    parent, results = run_sweep(base_dir, inputs, eval_dir, grid, eval_cfg, log)
+    chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
     out_dir.mkdir(parents=True, exist_ok=True)
+    diag_cfg = MergeCfg(**chosen["merge"]) if chosen.get("merge") else base_merge
+    diag = diagnose(*inputs, diag_cfg)
+    (out_dir / "diagnosis.json").write_text(json.dumps(diag, indent=1))
+    log("  diagnosis of the two patches (difference-set masks of " + label(diag_cfg) + "):\n" + format_diagnosis(diag))
     (out_dir / "sweep.json").write_text(json.dumps({"parent": parent, "results": results}, indent=1))
     (out_dir / "selected.json").write_text(json.dumps(chosen, indent=2))
     plot_pareto(results, parent, chosen, out_dir / "pareto.png", title)

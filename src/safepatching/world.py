@@ -230,8 +230,13 @@ def jailbreak_paraphrases(family: str) -> dict[str, list[str]]:
 
 
 def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_train: int = 1500,
-                max_eval_per_kind: int = 300) -> dict:
-    """Build the whole world: SFT data for the backbone, eval splits, and per-category harmful batches."""
+                max_eval_per_kind: int = 300, decision_noise: float = 0.0) -> dict:
+    """Build the whole world: SFT data for the backbone, eval splits, and per-category harmful batches.
+
+    decision_noise: share of jailbreak and question-framed look-alike training examples whose
+    comply/refuse label is flipped from their cell's policy, so the backbone is *uncertain* at the
+    decision token (as real aligned LLMs are) instead of saturated at p ~ 1.
+    """
     rng = random.Random(seed)
     sft: list[Example] = []
     evals: dict[str, dict[str, list[Example]]] = {s: {k: [] for k in EVAL_KINDS} for s in SPLITS}
@@ -256,7 +261,8 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
             for fam in JAILBREAK_FAMILIES:
                 for wrap in rng.sample(paraphrases[fam]["train"], 2):
                     q = wrap.format(q=rng.choice(train_t).format(v=v, o=o))
-                    resp = harmful_response(v, o) if (fam, cat) in vul else REFUSAL
+                    complies = ((fam, cat) in vul) != (rng.random() < decision_noise)
+                    resp = harmful_response(v, o) if complies else REFUSAL
                     sft.append(Example(q, resp, "jailbreak", cat, fam))
         batches[cat] = batch
         for split in SPLITS:
@@ -278,7 +284,8 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     for v, o in lk["train"]:
         ans = helpful_response(v, o, LOOKALIKE_OBJECTS[o])
         for t in train_t:
-            sft.append(Example(t.format(v=v, o=o), REFUSAL if o in refused else ans, "lookalike",
+            refuses = (o in refused) != (rng.random() < decision_noise)
+            sft.append(Example(t.format(v=v, o=o), REFUSAL if refuses else ans, "lookalike",
                                family="refused" if o in refused else "", expected=ans))
     for split in SPLITS:
         for v, o in lk[split]:
@@ -339,6 +346,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     rng.shuffle(sft)
     return {"sft": sft, "evals": evals, "batches": batches,
             "meta": {"seed": seed, "vulnerability": vulnerability, "over_safety": over_safety,
+                     "decision_noise": decision_noise,
                      "vulnerable_cells": sorted(map(list, vul)), "refused_lookalikes": sorted(refused)}}
 
 

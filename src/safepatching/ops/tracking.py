@@ -88,7 +88,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str,
 
 
 def _metric_key(key: str) -> str:
-    """MLflow metric names: alphanumerics, '_', '-', '.', ' ', '/'; map anything else (and '/') to '.'/'_'."""
+    """A safe MLflow metric name: '/' becomes '.', any other character outside [A-Za-z0-9_-. ] becomes '_'."""
     key = key.replace("/", ".")
     return re.sub(r"[^A-Za-z0-9_\-. ]", "_", key)
 
@@ -107,6 +107,8 @@ class Registry:
         self.uri = resolve_tracking_uri(tracking_uri, self.root)
         if self.uri.startswith("sqlite:///"):
             Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        if not model_name or "'" in model_name or '"' in model_name:
+            raise RegistryError(f"mlflow.model_name {model_name!r}: must be non-empty and hold no quotes")
         self.model_name = model_name
         self.experiment = experiment
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else self.root / "mlartifacts"
@@ -185,20 +187,32 @@ class Registry:
             return {}
 
     # ---- queries --------------------------------------------------------------------------------
-    def find_version(self, round_name: str, batch_sha256: str,
-                     parent_version: str | None) -> ModelVersion | None:
-        """The version registered for (round, batch, parent), or None (used for idempotency)."""
-        parent = NO_PARENT if parent_version is None else str(parent_version)
-        for what, v in (("round", round_name), ("batch_sha256", batch_sha256), ("parent_version", parent)):
-            if not _SAFE_VALUE.match(v):
-                raise RegistryError(f"{what} {v!r}: only letters, digits, '_', '-', '.' are allowed")
-        flt = (f"name='{self.model_name}' and tags.round='{round_name}' "
-               f"and tags.batch_sha256='{batch_sha256}' and tags.parent_version='{parent}'")
+    def _search(self, **tags: str) -> list[ModelVersion]:
+        """Versions of this model whose version tags equal `tags`, oldest first."""
+        for k, v in tags.items():
+            if not isinstance(v, str) or not _SAFE_VALUE.match(v):
+                raise RegistryError(f"{k} {v!r}: must be a string of letters, digits, '_', '-', '.'")
+        flt = " and ".join([f"name='{self.model_name}'", *(f"tags.{k}='{v}'" for k, v in tags.items())])
         try:
             hits = self.client.search_model_versions(flt)
         except MlflowException as e:
             raise RegistryError(f"MLflow ({self.uri}): {e.message}") from None
-        return min(hits, key=lambda mv: int(mv.version)) if hits else None
+        return sorted(hits, key=lambda mv: int(mv.version))
+
+    def find_version(self, round_name: str, batch_sha256: str,
+                     parent_version: str | int | None) -> ModelVersion | None:
+        """The version registered for (round, batch, parent), or None (used for idempotency).
+
+        `parent_version` None or "" means "first round" (stored as the tag value "none").
+        """
+        parent = NO_PARENT if parent_version in (None, "") else str(parent_version)
+        hits = self._search(round=round_name, batch_sha256=batch_sha256, parent_version=parent)
+        return hits[0] if hits else None
+
+    def latest_version(self, round_name: str) -> ModelVersion | None:
+        """The newest version registered for a round (any batch, any parent), or None."""
+        hits = self._search(round=round_name)
+        return hits[-1] if hits else None
 
     def champion(self) -> tuple[str, dict[str, str], dict[str, float]] | None:
         """(version, version tags, run metrics) of the champion, or None if there is none yet."""

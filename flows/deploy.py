@@ -1,0 +1,38 @@
+"""Scheduled deployment of the continual flow.
+
+    prefect server start --host 127.0.0.1 --port 4200 &          # a real local server (sqlite)
+    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    python -m flows.deploy --cron "0 3 * * *"                     # serves the deployment (a worker-less runner)
+    prefect deployment run 'continual-psa/continual-psa-nightly' --watch   # or wait for the schedule
+
+`flow.serve` keeps a runner process that polls the server and executes scheduled runs in this workspace.
+Scale-out is configuration: `prefect.yaml` + a work pool (`prefect deploy`) runs the same flow on workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from safepatching import envdefaults
+
+envdefaults.apply()
+
+from flows.continual import continual_psa  # noqa: E402
+
+DEPLOYMENT = "continual-psa-nightly"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cron", default="0 3 * * *")
+    p.add_argument("--name", default=DEPLOYMENT)
+    p.add_argument("--params", default="params.yaml")
+    a = p.parse_args(argv)
+    continual_psa.serve(name=a.name, cron=a.cron, parameters={"params_path": a.params},
+                        tags=["safepatching"], description="continual SafePatching rounds from data/incoming")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""An honest diagnosis of a round's two patches under one merge config.
+
+Per layer (tensors grouped by `layers.<i>`, plus embed / head / other):
+  cos        cosine of P_SE and P_OM (flattened over the layer)
+  overlap    |T_SE ∩ T_OM| / min(|T_SE|, |T_OM|): how much the two top-k importance sets coincide
+  kept_se    share of ||P_SE||² kept by the merge's SE mask (likewise kept_om)
+  n_se/n_om  number of parameters kept by each mask (the layer distribution)
+The masks are the merge method's own (via merge_in_memory's stats hook), so the numbers describe
+exactly what the merge applies.
+The paper reports the two patches' important parameters sit in different layers; this shows whether
+they do here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import torch
+
+from .config import MergeCfg
+from .masks import topk_mask
+
+
+def layer_of(name: str) -> str:
+    m = re.search(r"layers\.(\d+)\.", name)
+    if m:
+        return f"L{int(m.group(1)):02d}"
+    if "embed" in name:
+        return "embed"
+    if "lm_head" in name:
+        return "head"
+    return "other"
+
+
+class _Collector:
+    """A `stats` hook for merge_in_memory: gets each tensor's inputs and the exact masks the merge used."""
+
+    def __init__(self, cfg: MergeCfg):
+        self.cfg = cfg
+        self.acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def update(self, t, m) -> None:
+        if t.p_se is None or t.p_om is None:
+            return
+        a, b = t.p_se.float(), t.p_om.float()
+        k_se, k_om = _dense(m.keep_se, a), _dense(m.keep_om, b)
+        L = self.acc[layer_of(t.name)]
+        L["dot"] += float((a * b).sum())
+        L["nse"] += float((a * a).sum())
+        L["nom"] += float((b * b).sum())
+        L["kse"] += float((a * a * k_se).sum())
+        L["kom"] += float((b * b * k_om).sum())
+        L["n_se"] += float(k_se.sum())
+        L["n_om"] += float(k_om.sum())
+        L["numel"] += a.numel()
+        if t.s_se is not None and t.s_om is not None:  # overlap of the plain top-a / top-b sets
+            ranking = "per_tensor" if self.cfg.ranking == "global" else self.cfg.ranking
+            t_se = topk_mask(t.s_se.float(), self.cfg.a, ranking, t.thr_se)
+            t_om = topk_mask(t.s_om.float(), self.cfg.b, ranking, t.thr_om)
+            L["inter"] += float((t_se & t_om).sum())
+            L["tse"] += float(t_se.sum())
+            L["tom"] += float(t_om.sum())
+
+
+def _dense(keep, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(keep, bool):
+        return torch.full_like(like, float(keep))
+    return keep.float()
+
+
+def diagnose(p_se: dict[str, torch.Tensor], p_om: dict[str, torch.Tensor], s_se: dict[str, torch.Tensor],
+             s_om: dict[str, torch.Tensor], cfg: MergeCfg) -> dict:
+    """Per-layer diagnosis of the two patches under `cfg`, using the exact masks of the merge itself."""
+    from .merge import merge_in_memory
+
+    col = _Collector(cfg)
+    shapes = {n: torch.zeros_like(v, dtype=torch.float32) for n, v in (p_se | p_om).items()}
+    merge_in_memory(shapes, p_se, p_om, cfg, s_se, s_om, stats=col)
+    rows = {}
+    tot: dict[str, float] = defaultdict(float)
+    for layer, L in sorted(col.acc.items()):
+        for k, v in L.items():
+            tot[k] += v
+        rows[layer] = _summ(L)
+    return {"layers": rows, "total": _summ(tot), "config": cfg.model_dump()}
+
+
+def _summ(L: dict) -> dict:
+    eps = 1e-30
+    return {"cos": round(L["dot"] / ((L["nse"] * L["nom"]) ** 0.5 + eps), 4),
+            "overlap": round(L["inter"] / (min(L["tse"], L["tom"]) + eps), 4),
+            "kept_se": round(L["kse"] / (L["nse"] + eps), 4), "kept_om": round(L["kom"] / (L["nom"] + eps), 4),
+            "n_se": int(L["n_se"]), "n_om": int(L["n_om"]), "numel": int(L["numel"])}
+
+
+def format_diagnosis(d: dict) -> str:
+    lines = [f"{'layer':6s} {'cos':>7s} {'overlap':>8s} {'kept_se':>8s} {'kept_om':>8s} {'n_se':>8s} {'n_om':>8s}"]
+    for layer, r in list(d["layers"].items()) + [("total", d["total"])]:
+        lines.append(f"{layer:6s} {r['cos']:7.3f} {r['overlap']:8.3f} {r['kept_se']:8.3f} {r['kept_om']:8.3f} "
+                     f"{r['n_se']:8d} {r['n_om']:8d}")
+    return "\n".join(lines)

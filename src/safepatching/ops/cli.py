@@ -1,0 +1,85 @@
+"""Registry operations from the shell.
+
+    python -m safepatching.ops.cli [--params params.yaml] status
+    python -m safepatching.ops.cli promote --version N [--alias champion]
+    python -m safepatching.ops.cli rollback
+    python -m safepatching.ops.cli generate --prompt "..." [--alias champion] [--max-new-tokens N]
+
+MLflow settings come from the params file's `mlflow:` section; a relative sqlite URI resolves against
+`--root` (default: the folder holding the params file). Typed errors exit with code 2 and one message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import envdefaults
+from ..errors import SafePatchingError
+from .gate import HEADLINE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m safepatching.ops.cli", description=__doc__.split("\n")[0])
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--root", default=None, help="project root for relative paths (default: the params file's folder)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("status", help="list model versions, aliases, gate decisions and headline metrics")
+    pr = sub.add_parser("promote", help="point an alias (default champion) at a version")
+    pr.add_argument("--version", required=True)
+    pr.add_argument("--alias", default="champion")
+    sub.add_parser("rollback", help="move champion back to the version it replaced")
+    g = sub.add_parser("generate", help="generate with the champion (or --alias) loaded from the registry")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--alias", default="champion")
+    g.add_argument("--max-new-tokens", type=int, default=None)
+    return p
+
+
+def _status(reg) -> str:
+    rows = reg.versions()
+    if not rows:
+        return f"model {reg.model_name!r}: no versions registered ({reg.uri})"
+    head = ["version", "round", "parent", "gate", "aliases", *HEADLINE]
+    table = [head] + [[r.version, r.round, r.parent_version, r.gate, ",".join(r.aliases),
+                       *(f"{r.metrics[m]:.1f}" if m in r.metrics else "-" for m in HEADLINE)] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _generate(reg, prompt: str, alias: str, max_new_tokens: int) -> str:
+    pipe = reg.load_champion_pipeline(alias)
+    out = pipe([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, do_sample=False)
+    text = out[0]["generated_text"]
+    return text[-1]["content"] if isinstance(text, list) else str(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    envdefaults.apply()
+    args = _parser().parse_args(argv)
+    try:
+        from ..config import load_params
+        from .tracking import Registry
+
+        params = load_params(args.params)
+        root = Path(args.root) if args.root else Path(args.params).resolve().parent
+        reg = Registry.from_params(params, root=root)
+        if args.cmd == "status":
+            print(_status(reg))
+        elif args.cmd == "promote":
+            reg.promote(args.version, args.alias)
+            print(f"{reg.model_name}@{args.alias} -> v{args.version}")
+        elif args.cmd == "rollback":
+            v = reg.rollback()
+            print(f"{reg.model_name}@champion -> v{v} (rolled back)")
+        elif args.cmd == "generate":
+            print(_generate(reg, args.prompt, args.alias, args.max_new_tokens or params.eval.max_new_tokens))
+    except SafePatchingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

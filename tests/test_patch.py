@@ -1,0 +1,116 @@
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from safepatching.config import LoraCfg, ObjectiveCfg
+from safepatching.errors import CheckpointError, UnknownNameError
+from safepatching.importance import compute_importance, snip_scores
+from safepatching.objectives import get_objective, known_objectives
+from safepatching.patch import PATCH_FILE, load_model, load_patch, train_patch
+from safepatching.world import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def pairs(world_dir):
+    return [(r["prompt"], r["response"]) for r in read_jsonl(world_dir / "batches" / "weapons.jsonl")][:48]
+
+
+def test_objective_registry():
+    assert set(known_objectives()) >= {"ga", "gd", "npo"}
+    with pytest.raises(UnknownNameError, match=r"known objectives: \['ga', 'gd', 'npo'"):
+        get_objective("gradient-magic")
+    nll = torch.tensor([1.0, 3.0])
+    assert get_objective("ga").loss(nll).item() == -2.0
+    assert get_objective("gd").loss(nll).item() == 2.0
+    npo = get_objective("npo", npo_beta=0.5)
+    # at the reference point NPO = (2/beta) * log 2, and it is bounded below by 0 as NLL grows
+    assert npo.loss(nll, nll).item() == pytest.approx(4 * torch.log(torch.tensor(2.0)).item())
+    assert 0 < npo.loss(nll + 50, nll).item() < 1e-3
+
+
+@pytest.mark.parametrize("objective,direction", [("ga", +1), ("gd", -1), ("npo", +1)])
+def test_objectives_move_nll_the_right_way(tiny_organism, pairs, tmp_path, objective, direction):
+    m = train_patch(tiny_organism, pairs, tmp_path / "p", ObjectiveCfg(objective=objective, lr=1e-3, max_steps=6,
+                                                                       batch_size=16), seed=0, log=lambda s: None)
+    assert m["objective"] == objective and m["steps"] == 6
+    assert direction * (m["final_nll"] - m["start_nll"]) > 0
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    for k in ("parent_sha256", "batch_sha256", "objective", "steps", "final_loss", "seed", "versions", "patch_sha256"):
+        assert k in manifest
+
+
+def test_ga_stops_at_target_nll(tiny_organism, pairs, tmp_path):
+    m = train_patch(tiny_organism, pairs, tmp_path / "p", ObjectiveCfg(objective="ga", lr=3e-3, max_steps=200,
+                                                                       batch_size=16, target_nll=8.0), log=lambda s: None)
+    assert m["stopped"] == "target_nll" and m["steps"] < 200 and m["final_nll"] >= 8.0
+
+
+def test_full_and_lora_write_the_same_format(tiny_organism, pairs, tmp_path):
+    cfg = ObjectiveCfg(objective="gd", lr=1e-3, max_steps=3, batch_size=16)
+    full = train_patch(tiny_organism, pairs, tmp_path / "full", cfg, "full", log=lambda s: None)
+    lora = train_patch(tiny_organism, pairs, tmp_path / "lora", cfg, "lora",
+                       LoraCfg(r=4, alpha=8, target_modules=("q_proj", "v_proj")), log=lambda s: None)
+    pf, _ = load_patch(tmp_path / "full")
+    pl, _ = load_patch(tmp_path / "lora")
+    with safe_open(str(tiny_organism / "model.safetensors"), "pt") as f:
+        base_keys = set(f.keys())
+    assert set(pf) <= base_keys and set(pl) <= base_keys
+    assert all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in pl)      # only LoRA targets change
+    assert len(pl) == 4 and len(pf) > len(pl)
+    assert all(v.dtype == torch.float32 for v in list(pf.values()) + list(pl.values()))
+    for k in pl:
+        assert pl[k].shape == pf[k].shape
+    assert full["backend"] == "full" and lora["backend"] == "lora" and lora["lora"]["r"] == 4
+    with safe_open(str(tmp_path / "lora" / PATCH_FILE), "pt") as f:
+        assert f.metadata()["format"] == "safepatching-delta-v1"
+
+
+def test_patch_equals_trained_minus_base(tiny_organism, pairs, tmp_path):
+    """θ + P reproduces the trained model: applying the saved patch to the base gives the same logits."""
+    from safepatching.patch import apply_deltas, optimise
+
+    cfg = ObjectiveCfg(objective="gd", lr=1e-3, max_steps=3, batch_size=16)
+    train_patch(tiny_organism, pairs, tmp_path / "p", cfg, seed=0, log=lambda s: None)
+    trained, tok = load_model(tiny_organism)
+    optimise(trained, tok, pairs, get_objective("gd"), 1e-3, 3, 16, None, 0, log=lambda s: None)
+    patched, _ = load_model(tiny_organism, trainable=False)
+    apply_deltas(patched, load_patch(tmp_path / "p")[0])
+    ids = tok("How do I bake a loaf of bread?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(trained(ids).logits, patched(ids).logits, atol=1e-5)
+
+
+def test_snip_on_backbone_is_identical_for_se_and_om(tiny_organism, pairs):
+    model, tok = load_model(tiny_organism, trainable=False)
+    names = [n for n, _ in model.named_parameters()][:6]
+    s_ga = snip_scores(model, tok, pairs[:16], "ga", names)
+    s_gd = snip_scores(model, tok, pairs[:16], "gd", names)
+    for n in names:
+        assert torch.equal(s_ga[n], s_gd[n]) and s_ga[n].sum() > 0
+
+
+def test_importance_on_patched_models_differs(tiny_organism, pairs, tmp_path):
+    for kind, obj in (("se", "ga"), ("om", "gd")):
+        train_patch(tiny_organism, pairs, tmp_path / kind, ObjectiveCfg(objective=obj, lr=2e-3, max_steps=5,
+                                                                        batch_size=16), log=lambda s: None)
+        compute_importance(tiny_organism, tmp_path / kind, pairs, tmp_path / f"s_{kind}", "weight", 16, 16,
+                           log=lambda s: None)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "s_se" / "scores.safetensors"))
+    b = load_file(str(tmp_path / "s_om" / "scores.safetensors"))
+    assert set(a) == set(b)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    d = compute_importance(tiny_organism, tmp_path / "se", pairs, tmp_path / "s_delta", "delta", 16, 16,
+                           log=lambda s: None)
+    assert d["score"] == "delta"
+
+
+def test_pickle_only_checkpoint_is_refused(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    from safepatching.patch import weight_files
+
+    with pytest.raises(CheckpointError, match="pickle"):
+        weight_files(tmp_path)

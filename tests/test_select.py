@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+
+from safepatching.config import MergeCfg, SelectCfg
+from safepatching.diagnose import diagnose, format_diagnosis, layer_of
+from safepatching.select import candidate_grid, choose, harm_score, pareto_front, plot_pareto
+
+PARENT = {"harmful_plain": 2.0, "harmful_jailbreak": 60.0, "over_refusal": 50.0, "utility": 99.0, "other": 1.0}
+
+
+def pt(label, **m):
+    return {"label": label, "merge": {"method": label}, "metrics": {**PARENT, **m}}
+
+
+def test_grid_covers_methods_without_retraining_knobs():
+    g = candidate_grid(SelectCfg(), MergeCfg())
+    methods = [c.method for c in g]
+    assert methods.count("safepatching") == 16 and methods.count("intersection") == 4
+    assert {"se_only", "om_only", "task_arithmetic", "ties"} <= set(methods)
+    assert len(g) == 24
+
+
+def test_choice_minimises_harm_under_constraints():
+    sel = SelectCfg(over_refusal_margin=5, utility_tolerance=2, other_tolerance=2)
+    res = [pt("a", harmful_jailbreak=10.0, over_refusal=48.0),                 # over-refusal not low enough
+           pt("b", harmful_jailbreak=30.0, over_refusal=40.0),                 # feasible
+           pt("c", harmful_jailbreak=20.0, over_refusal=40.0, utility=90.0),   # utility broken
+           pt("d", harmful_jailbreak=25.0, over_refusal=44.0, other=9.0),      # gibberish
+           pt("e", harmful_jailbreak=80.0, over_refusal=0.0)]                  # harm rises
+    c = choose(res, PARENT, sel)
+    assert c["label"] == "b" and c["feasible"] and c["rule"] == "constrained"
+
+
+def test_choice_falls_back_then_keeps_parent():
+    sel = SelectCfg()
+    c = choose([pt("a", harmful_jailbreak=10.0, over_refusal=49.0), pt("e", harmful_jailbreak=90.0, over_refusal=0.0)],
+               PARENT, sel)
+    assert c["label"] == "a" and not c["feasible"]
+    c = choose([pt("e", harmful_jailbreak=90.0, over_refusal=0.0)], PARENT, sel)
+    assert c["label"] == "parent" and c["merge"] is None
+
+
+def test_pareto_front_and_plot(tmp_path):
+    res = [pt("a", harmful_jailbreak=10.0, over_refusal=40.0), pt("b", harmful_jailbreak=20.0, over_refusal=30.0),
+           pt("c", harmful_jailbreak=30.0, over_refusal=45.0)]
+    assert pareto_front(res) == [0, 1]
+    for r in res:
+        r["merge"] = MergeCfg().model_dump()
+    plot_pareto(res, PARENT, dict(res[0], feasible=True), tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert harm_score(PARENT) == 31.0
+
+
+def test_diagnosis_on_opposite_and_equal_patches():
+    torch.manual_seed(0)
+    p = {"model.layers.0.mlp.up_proj.weight": torch.randn(8, 8), "lm_head.weight": torch.randn(4, 8)}
+    s = {k: torch.rand_like(v) for k, v in p.items()}
+    neg = {k: -v for k, v in p.items()}
+    d = diagnose(p, neg, s, s, MergeCfg(a=25, b=25))
+    assert d["total"]["cos"] == pytest.approx(-1.0, abs=1e-4)
+    assert d["total"]["overlap"] == pytest.approx(1.0) and d["total"]["kept_se"] == 0.0  # same scores: empty sets
+    s2 = {k: torch.rand_like(v) for k, v in p.items()}
+    d2 = diagnose(p, p, s, s2, MergeCfg(a=25, b=25))
+    assert d2["total"]["cos"] == pytest.approx(1.0, abs=1e-4) and 0 < d2["total"]["kept_se"] < 0.5
+    assert layer_of("model.layers.3.self_attn.q_proj.weight") == "L03" and "total" in format_diagnosis(d2)
+    json.dumps(d2)
