@@ -32,9 +32,11 @@ from safepatching.config import load_params  # noqa: E402
 from safepatching.errors import SafePatchingError  # noqa: E402
 from safepatching.paths import ARTIFACTS, BATCHES, EVAL, INCOMING, QUARANTINE, model_dir, round_dir  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCK = ROOT / ".dvc" / "tmp" / "continual-psa.lock"
-TIMINGS = ROOT / "reports" / "timings.jsonl"
+
+
+def root() -> Path:
+    """The project (dvc.yaml + params.yaml) the flows work on: $SAFEPATCHING_ROOT, else this checkout."""
+    return Path(os.environ.get("SAFEPATCHING_ROOT") or Path(__file__).resolve().parent.parent).resolve()
 
 
 class WorkspaceBusy(SafePatchingError):
@@ -42,7 +44,8 @@ class WorkspaceBusy(SafePatchingError):
 
 
 @contextmanager
-def workspace_lock(path: Path = LOCK):
+def workspace_lock(path: Path | None = None):
+    path = path or root() / ".dvc" / "tmp" / "continual-psa.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         try:
@@ -67,7 +70,7 @@ def _env() -> dict:
 def sh(args: list[str], log=None) -> tuple[float, str]:
     """Run a command at the project root, stream its output to the log; raise on failure."""
     t0 = time.time()
-    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(args, cwd=root(), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = []
     for line in proc.stdout:
         out.append(line)
@@ -97,23 +100,23 @@ def intake(params_path: str) -> list[str]:
     from safepatching.validation import load_eval_prompts, validate_batch
 
     log = get_run_logger()
-    incoming = ROOT / INCOMING
+    incoming = root() / INCOMING
     files = sorted(p for p in incoming.glob("*") if p.suffix in {".jsonl", ".json", ".csv"}) if incoming.exists() else []
     if not files:
         return []
-    params = load_params(ROOT / params_path)
-    evals = load_eval_prompts(ROOT / EVAL / "val") | load_eval_prompts(ROOT / EVAL / "test")
-    earlier = [ROOT / r.batch for r in params.rounds.values()]
+    params = load_params(root() / params_path)
+    evals = load_eval_prompts(root() / EVAL / "val") | load_eval_prompts(root() / EVAL / "test")
+    earlier = [root() / r.batch for r in params.rounds.values()]
     added = []
     for f in files:
-        rep = validate_batch(f, params.data, evals, earlier, ROOT / QUARANTINE, ROOT / "reports" / "intake")
+        rep = validate_batch(f, params.data, evals, earlier, root() / QUARANTINE, root() / "reports" / "intake")
         name = f"r{len(params.rounds) + len(added) + 1}"
-        dest = ROOT / BATCHES / f"{name}_{f.name}"
+        dest = root() / BATCHES / f"{name}_{f.name}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(f), dest)
-        sh(["dvc", "add", str(dest.relative_to(ROOT))], log)
+        sh(["dvc", "add", str(dest.relative_to(root()))], log)
         parent = added[-1] if added else (list(params.rounds)[-1] if params.rounds else "backbone")
-        append_round(ROOT / params_path, name, str(dest.relative_to(ROOT)), parent)
+        append_round(root() / params_path, name, str(dest.relative_to(root())), parent)
         earlier.append(dest)
         added.append(name)
         log.info(f"intake: {f.name} ({rep['rows']} rows) -> round {name} (parent {parent})")
@@ -148,14 +151,14 @@ def register(params_path: str, name: str) -> dict:
     from safepatching.ops.tracking import Registry
 
     log = get_run_logger()
-    params = load_params(ROOT / params_path)
+    params = load_params(root() / params_path)
     r = params.round(name)
-    reg = Registry.from_params(params, ROOT)
-    cand = read_headline(ROOT / round_dir(name) / "metrics_test.json")
+    reg = Registry.from_params(params, root())
+    cand = read_headline(root() / round_dir(name) / "metrics_test.json")
     champ = reg.champion()
-    reference = champ[2] if champ else read_headline(ROOT / ARTIFACTS / "backbone" / "metrics_test.json")
+    reference = champ[2] if champ else read_headline(root() / ARTIFACTS / "backbone" / "metrics_test.json")
     decision = gate(cand, reference, params.gate)
-    art = ROOT / round_dir(name)
+    art = root() / round_dir(name)
     tags = {"round": name, "parent_round": r.parent,
             "batch_sha256": json.loads((art / "validation.json").read_text())["sha256"],
             "dvc_stage_hash": dvc_stage_hash(f"merge@{name}"), "git_commit": git_commit(),
@@ -168,7 +171,7 @@ def register(params_path: str, name: str) -> dict:
     tags["parent_version"] = str(parent_version or "")
     report = write_round_report(params, name)
     flat = {f"merge.{k}": v for k, v in json.loads(tags["selected"]).get("merge", {}).items()} if json.loads(tags["selected"]).get("merge") else {}
-    version, created = reg.register_round(name, ROOT / model_dir(name), {"round": name, "parent": r.parent, **flat},
+    version, created = reg.register_round(name, root() / model_dir(name), {"round": name, "parent": r.parent, **flat},
                                           cand, decision, tags,
                                           [f for f in (report, art / "select" / "pareto.png") if f.exists()])
     log.info(f"{name}: MLflow version {version} ({'new' if created else 'already registered'}); "
@@ -179,7 +182,7 @@ def register(params_path: str, name: str) -> dict:
 def dvc_stage_hash(stage: str) -> str:
     import yaml
 
-    lock = ROOT / "dvc.lock"
+    lock = root() / "dvc.lock"
     if not lock.exists():
         return ""
     st = yaml.safe_load(lock.read_text()).get("stages", {}).get(stage, {})
@@ -188,7 +191,7 @@ def dvc_stage_hash(stage: str) -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True, text=True).stdout.strip()
     except OSError:
         return ""
 
@@ -201,7 +204,7 @@ def write_round_report(params, upto: str) -> Path:
     import matplotlib.pyplot as plt
 
     names = ["backbone"] + params.lineage(upto)
-    rows = [read_headline(ROOT / round_dir(n) / "metrics_test.json") for n in names]
+    rows = [read_headline(root() / round_dir(n) / "metrics_test.json") for n in names]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, keys, title in zip(axes, [("harmful_jailbreak", "harmful_plain"), ("over_refusal",), ("utility", "other")],
                                ["harmful (%)", "over-refusal (%)", "utility / other (%)"]):
@@ -210,7 +213,7 @@ def write_round_report(params, upto: str) -> Path:
         ax.set_title(title)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out = ROOT / round_dir(upto) / "report.png"
+    out = root() / round_dir(upto) / "report.png"
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
@@ -220,7 +223,7 @@ def table(params) -> str:
     names = ["backbone"] + list(params.rounds)
     lines = [f"{'model':10s} {'harm-plain':>10s} {'harm-jb':>8s} {'over-ref':>8s} {'utility':>8s} {'other':>6s}"]
     for n in names:
-        f = ROOT / round_dir(n) / "metrics_test.json"
+        f = root() / round_dir(n) / "metrics_test.json"
         if f.exists():
             h = read_headline(f)
             lines.append(f"{n:10s} {h.get('harmful_plain', 0):10.1f} {h.get('harmful_jailbreak', 0):8.1f} "
@@ -246,7 +249,7 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
         new = intake(params_path)
         if new:
             log.info(f"new rounds from data/incoming: {new}")
-        params = load_params(ROOT / params_path)
+        params = load_params(root() / params_path)
         results = []
         for name in params.rounds:
             res = psa_round(name, params_path)
@@ -254,13 +257,14 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     total = time.time() - t_start
     compute = base["stages"] + sum(r["stage_seconds"] for r in results)
     overhead = total - compute
-    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+    timings = root() / "reports" / "timings.jsonl"
+    timings.parent.mkdir(parents=True, exist_ok=True)
     summary = {"total_seconds": round(total, 1), "stage_compute_seconds": round(compute, 1),
                "orchestration_overhead_seconds": round(overhead, 1),
                "overhead_share": round(overhead / max(compute, 1e-9), 3), "rounds": results}
-    with TIMINGS.open("a") as f:
+    with timings.open("a") as f:
         f.write(json.dumps(summary) + "\n")
-    log.info("\n" + table(load_params(ROOT / params_path)))
+    log.info("\n" + table(load_params(root() / params_path)))
     log.info(f"total {total:.0f}s; stage compute {compute:.0f}s; Prefect+DVC+MLflow overhead {overhead:.0f}s "
              f"({100 * overhead / max(compute, 1e-9):.1f}% of compute)")
     return results
@@ -270,13 +274,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml")
     args = p.parse_args(argv)
-    os.chdir(ROOT)
+    os.chdir(root())
     try:
         results = continual_psa(args.params)
     except SafePatchingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    params = load_params(ROOT / args.params)
+    params = load_params(root() / args.params)
     print("\n" + table(params))
     for r in results:
         print(f"  {r['round']}: MLflow version {r['version']} gate {'passed' if r['passed'] else 'failed'}")

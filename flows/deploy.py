@@ -26,10 +26,12 @@ DEPLOYMENT = "continual-psa-nightly"
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cron", default="0 3 * * *")
+    p.add_argument("--interval", type=float, default=None, help="seconds between runs (instead of --cron)")
     p.add_argument("--name", default=DEPLOYMENT)
     p.add_argument("--params", default="params.yaml")
     a = p.parse_args(argv)
-    continual_psa.serve(name=a.name, cron=a.cron, parameters={"params_path": a.params},
+    schedule = {"interval": a.interval} if a.interval else {"cron": a.cron}
+    continual_psa.serve(name=a.name, parameters={"params_path": a.params}, **schedule,
                         tags=["safepatching"], description="continual SafePatching rounds from data/incoming")
     return 0
 

@@ -11,7 +11,8 @@ from safepatching.world import build_world, save_world
 def main(argv=None) -> int:
     def go(args, params):
         w = params.world
-        world = build_world(params.seed, w.vulnerability, w.over_safety, w.n_reverse_train, w.max_eval_per_kind)
+        world = build_world(params.seed, w.vulnerability, w.over_safety, w.n_reverse_train, w.max_eval_per_kind,
+                            w.decision_noise)
         meta = save_world(world, WORLD)
         log(f"world: {meta['counts']}")
     return run(go, parser(__doc__), argv)

@@ -22,6 +22,7 @@ class Strict(BaseModel):
 class WorldCfg(Strict):
     vulnerability: float = Field(0.6, ge=0, le=1, description="share of (jailbreak family, category) cells answered harmfully in training")
     over_safety: float = Field(0.5, ge=0, le=1, description="share of look-alike objects refused in the question framing")
+    decision_noise: float = Field(0.0, ge=0, lt=0.5, description="share of jailbreak / look-alike training labels flipped against their cell's policy (an uncertain, not saturated, backbone)")
     n_reverse_train: int = Field(1500, ge=10)
     max_eval_per_kind: int = Field(300, ge=10)
 
