@@ -5,6 +5,11 @@ that way). `MergeMethod.apply(t, cfg)` also returns which entries of each patch 
 Everything is computed in float32 and returned in the base tensor's dtype; a tensor neither patch touches is
 returned unchanged (the same object).
 
+The streaming merge calls a method once per row block of a tensor (`t.rows`), so memory holds a block, not the
+tensor. Masks that need the whole tensor (random retention, per-tensor top-k) are built once per tensor by
+`t.whole.mask(key, make)` from whole inputs loaded one at a time (`t.whole.load`), kept as bool (1 byte per entry)
+and cut to the block; everything else is elementwise, so a merge in row blocks is bit-identical to one in a piece.
+
 Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820), for patch deltas P_SE, P_OM and importance scores:
   R_X   = random_mask(shape, p, seed, name + "/se" | "/om")            random retention, Bernoulli(p)
   T_X   = top-a% (SE) / top-b% (OM) by score (ranking: global | per_tensor | per_row)
@@ -31,10 +36,27 @@ Keep = torch.Tensor | bool  # a bool mask, or True (every entry kept) / False (n
 SIDES = ("se", "om")
 
 
+class Whole:
+    """The whole tensor behind a TensorInputs, shared by its row blocks: its shape, its inputs loaded on demand
+    (`load("s_se")`: the whole tensor or None; do not modify it) and a cache of whole-tensor masks."""
+
+    def __init__(self, shape: tuple[int, ...], load: Callable[[str], torch.Tensor | None]):
+        self.shape, self.load = tuple(shape), load
+        self._masks: dict[str, Keep] = {}
+
+    def mask(self, key: str, make: Callable[[], Keep]) -> Keep:
+        """make() once per tensor (keyed), then the cached whole-tensor mask."""
+        if key not in self._masks:
+            self._masks[key] = make()
+        return self._masks[key]
+
+
 @dataclass
 class TensorInputs:
     """One tensor's merge inputs. p_*: patch deltas (None: that patch does not touch the tensor); s_*: importance
-    scores (None for methods that need none); thr_*: global-ranking thresholds (None unless ranking='global')."""
+    scores (None for methods that need none); thr_*: global-ranking thresholds (None unless ranking='global').
+    rows: the row block (dim 0) of the tensor the inputs hold, None for the whole tensor; whole: the whole tensor
+    (default: these inputs themselves, so rows must be None)."""
 
     name: str
     base: torch.Tensor
@@ -44,9 +66,21 @@ class TensorInputs:
     s_om: torch.Tensor | None = None
     thr_se: float | None = None
     thr_om: float | None = None
+    rows: slice | None = None
+    whole: Whole = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.whole is None:
+            if self.rows is not None:
+                raise ValueError(f"{self.name}: a row block needs its whole tensor (whole=)")
+            self.whole = Whole(self.base.shape, lambda f: getattr(self, f))
 
     def side(self, side: str) -> tuple[torch.Tensor | None, torch.Tensor | None, float | None]:
         return (self.p_se, self.s_se, self.thr_se) if side == "se" else (self.p_om, self.s_om, self.thr_om)
+
+    def cut(self, keep: Keep) -> Keep:
+        """A whole-tensor mask cut to these inputs' rows."""
+        return keep if isinstance(keep, bool) or self.rows is None else keep[self.rows]
 
 
 @dataclass(frozen=True)
@@ -164,23 +198,37 @@ def _not(a: Keep) -> Keep:
     return (not a) if isinstance(a, bool) else ~a
 
 
+def _whole_retention(t: TensorInputs, cfg: MergeCfg, side: str) -> Keep:
+    """R_X over the whole tensor (built once per tensor)."""
+    if cfg.p >= 1:
+        return True
+    return t.whole.mask(f"R/{side}", lambda: random_mask(t.whole.shape, cfg.p, cfg.seed, f"{t.name}/{side}"))
+
+
 def _retention(t: TensorInputs, cfg: MergeCfg, side: str) -> Keep:
-    return True if cfg.p >= 1 else random_mask(t.base.shape, cfg.p, cfg.seed, f"{t.name}/{side}")
+    return t.cut(_whole_retention(t, cfg, side))
 
 
-def _important(t: TensorInputs, cfg: MergeCfg, side: str, r: Keep, retained_only: bool) -> Keep:
-    """T_X: top-a% (se) / top-b% (om) entries by score; with retained_only, among R-retained entries only."""
-    p, s, thr = t.side(side)
+def _important(t: TensorInputs, cfg: MergeCfg, side: str, retained_only: bool) -> Keep:
+    """T_X: top-a% (se) / top-b% (om) entries by score over the whole tensor; with retained_only, among R-retained
+    entries only (then T_X ⊆ R_X)."""
+    p, _, thr = t.side(side)
     pct = cfg.a if side == "se" else cfg.b
     if p is None or pct <= 0:
         return False
     if pct >= 100:
-        return r if retained_only else True
-    s = s.float()
-    if retained_only and r is not True:
-        s = s.masked_fill(~r, float("-inf"))
-    top = topk_mask(s, pct, cfg.ranking, thr)
-    return _and(top, r) if retained_only else top
+        return _retention(t, cfg, side) if retained_only else True
+
+    def make() -> torch.Tensor:
+        r = _whole_retention(t, cfg, side) if retained_only else True
+        s = t.whole.load(f"s_{side}").float()
+        if r is not True:
+            s = s.masked_fill(~r, float("-inf"))
+        top = topk_mask(s, pct, cfg.ranking, thr)
+        del s
+        return _and(top, r)
+
+    return t.cut(t.whole.mask(f"T/{side}/{retained_only}", make))
 
 
 def _masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeCfg) -> torch.Tensor | None:
@@ -235,8 +283,8 @@ def _sequential(cfg: MergeCfg) -> bool:
 def safepatching(t: TensorInputs, cfg: MergeCfg) -> Merged:
     r_se, r_om = _retention(t, cfg, "se"), _retention(t, cfg, "om")
     seq = cfg.compose == "sequential"
-    t_se = _important(t, cfg, "se", r_se, retained_only=seq)
-    t_om = _important(t, cfg, "om", r_om, retained_only=seq)
+    t_se = _important(t, cfg, "se", retained_only=seq)
+    t_om = _important(t, cfg, "om", retained_only=seq)
     if seq:
         if cfg.difference:
             t_se, t_om = _and(t_se, _not(t_om)), _and(t_om, _not(t_se))
@@ -251,8 +299,7 @@ def safepatching(t: TensorInputs, cfg: MergeCfg) -> Merged:
 @register_merge("intersection", needs_scores=True, ranks_retained=lambda cfg: True)
 def intersection(t: TensorInputs, cfg: MergeCfg) -> Merged:
     """M = T_SE & T_OM for both patches (T ranked among R-retained entries, as sequential safepatching)."""
-    r_se, r_om = _retention(t, cfg, "se"), _retention(t, cfg, "om")
-    m = _and(_important(t, cfg, "se", r_se, True), _important(t, cfg, "om", r_om, True))
+    m = _and(_important(t, cfg, "se", True), _important(t, cfg, "om", True))
     return _masked_merge(t, cfg, m, m)  # M ⊆ R_SE & R_OM
 
 
@@ -277,12 +324,14 @@ def ties(t: TensorInputs, cfg: MergeCfg) -> Merged:
     """TIES-merging (Yadav et al. 2023) of α·P_SE and β·P_OM: trim each to its top ties_density share by magnitude
     (per tensor), elect each entry's sign as the sign of the trimmed sum, average the entries agreeing with it."""
     trimmed: list[torch.Tensor | None] = []
-    for coef, p in ((cfg.alpha, t.p_se), (cfg.beta, t.p_om)):
+    for side, coef, p in (("se", cfg.alpha, t.p_se), ("om", cfg.beta, t.p_om)):
         if p is None:
             trimmed.append(None)
             continue
+        top = t.whole.mask(f"ties/{side}", lambda: topk_mask((t.whole.load(f"p_{side}").float() * coef).abs(),
+                                                              cfg.ties_density * 100, "per_tensor"))
         x = p.float() * coef
-        trimmed.append(torch.where(topk_mask(x.abs(), cfg.ties_density * 100, "per_tensor"), x, 0.0))
+        trimmed.append(torch.where(t.cut(top), x, 0.0))
     present = [x for x in trimmed if x is not None]
     elected = torch.sign(present[0] + present[1]) if len(present) == 2 else torch.sign(present[0])
     total = torch.zeros_like(elected)
