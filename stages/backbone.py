@@ -1,11 +1,11 @@
 """DVC stage `backbone`: build the organism (source: organism) or copy any HF model to models/backbone."""
 
-import shutil
 import sys
 from pathlib import Path
 
 from stages._cli import log, parser, run
 
+from safepatching.checkpoint import atomic_dir
 from safepatching.paths import WORLD, model_dir
 
 
@@ -14,12 +14,9 @@ def materialise(source: str, out: Path) -> None:
     from safepatching.patch import load_model
 
     model, tok = load_model(source, trainable=False)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
 
 
 def main(argv=None) -> int:
@@ -29,11 +26,8 @@ def main(argv=None) -> int:
         if b.source == "organism":
             from safepatching.organism import build_organism
 
-            tmp = out.with_name(out.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            summary = build_organism(WORLD, tmp, b, params.seed, log=log)
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
+            with atomic_dir(out, overwrite=True) as tmp:
+                summary = build_organism(WORLD, tmp, b, params.seed, log=log)
             log(f"backbone: {summary}")
         else:
             materialise(b.source, out)

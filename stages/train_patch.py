@@ -6,7 +6,8 @@ from stages._cli import log, parser, run
 
 from safepatching.data import load_pairs
 from safepatching.paths import model_dir, round_dir
-from safepatching.patch import sha256_file, train_patch
+from safepatching.checkpoint import sha256_file
+from safepatching.patch import train_patch
 
 
 def main(argv=None) -> int:

@@ -110,7 +110,7 @@ def test_importance_on_patched_models_differs(tiny_organism, pairs, tmp_path):
 
 def test_pickle_only_checkpoint_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
-    from safepatching.patch import weight_files
+    from safepatching.patch import iter_tensors
 
     with pytest.raises(CheckpointError, match="pickle"):
-        weight_files(tmp_path)
+        list(iter_tensors(tmp_path))

@@ -3,9 +3,11 @@
 * `list_shards` finds a folder's weight files (`model.safetensors`, or `model.safetensors.index.json` + its
   shards) and refuses pickle-only folders (`*.bin`, `*.pt`, ...) with a `CheckpointError` naming the folder.
 * `LazyReader` reads one tensor at a time from one safetensors file (`safe_open`, `pread` backend: each tensor
-  is read into its own memory, nothing of the file stays mapped, so resident memory is one tensor, not the file).
+  is read into its own memory, nothing of the file stays mapped, so resident memory is one tensor, not the file),
+  or a block of a tensor's rows with one pread into a caller's reusable buffer (`read_rows`).
 * `ShardWriter` streams tensors into one safetensors file: the header is written up front from the planned
-  names/dtypes/shapes, then each tensor's bytes as it is produced, so a shard never has to sit in memory.
+  names/dtypes/shapes, then each tensor's bytes as it is produced (whole or row block by row block), so a shard
+  never has to sit in memory.
 * `save_sharded` writes a state dict as HF-named shards (`model-00001-of-0000N.safetensors`) + index json.
 * `atomic_dir` writes a folder under `<out>.tmp-<pid>` and renames it into place only when complete.
 * `sha256_dir` hashes a folder's weight files + config.json (for manifests).
@@ -17,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,6 +93,11 @@ class LazyReader:
             self._slices = {k: self._f.get_slice(k) for k in self._f.keys()}
         except SafetensorError as e:
             raise CheckpointError(f"{self.path}: not a readable safetensors file ({e})") from None
+        self._fd = os.open(self.path, os.O_RDONLY)
+        with open(self.path, "rb") as f:  # safe_open validated the header; keep each tensor's byte offset
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+        self._offset = {k: 8 + n + v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
 
     def keys(self) -> list[str]:
         return list(self._slices)
@@ -120,6 +128,19 @@ class LazyReader:
             raise CheckpointError(f"{self.path}: no tensor named {name!r}")
         return self._f.get_tensor(name)
 
+    def read_rows(self, name: str, rows: slice | None, buf: torch.Tensor) -> torch.Tensor:
+        """Rows rows.start:rows.stop (dim 0) of a tensor (None: all of it), read with one pread into buf (a uint8
+        tensor of at least that many bytes, reused by the caller); the result is a view of buf, valid until buf is
+        reused."""
+        dtype, full = self.spec(name)
+        start, shape = (0, full) if rows is None else (rows.start, (rows.stop - rows.start, *full[1:]))
+        nbytes = dtype.itemsize * math.prod(shape)
+        out = buf[:nbytes]
+        offset = self._offset[name] + start * dtype.itemsize * math.prod(full[1:])
+        if nbytes and os.preadv(self._fd, [out.numpy()], offset) != nbytes:
+            raise CheckpointError(f"{self.path}: short read of tensor {name!r}")
+        return out.view(dtype).view(shape)
+
     def metadata(self) -> dict[str, str]:
         return dict(self._f.metadata() or {})
 
@@ -127,6 +148,9 @@ class LazyReader:
         if getattr(self, "_f", None) is not None:
             self._f.__exit__(None, None, None)
             self._f = None
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "LazyReader":
         return self
@@ -196,17 +220,24 @@ class ShardWriter:
         self._f.write(raw)
         self._next = 0
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write(self, name: str, tensor: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """Write the next tensor: a tensor, or an iterable of row blocks (dim 0) that concatenate to it."""
         if self._next >= len(self.order) or name != self.order[self._next]:
             expected = self.order[self._next] if self._next < len(self.order) else "<none: shard complete>"
             raise CheckpointError(f"{self.path}: tensor {name!r} written out of order (expected {expected!r})")
         dtype, shape = self.specs[name]
-        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise CheckpointError(f"{self.path}: tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, "
-                                  f"planned {dtype} {shape}")
-        if tensor.numel():
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
-            self._f.write(memoryview(flat.view(torch.uint8).numpy()))
+        whole = isinstance(tensor, torch.Tensor)
+        rows = 0
+        for block in [tensor] if whole else tensor:
+            if block.dtype != dtype or (tuple(block.shape) != shape if whole else tuple(block.shape[1:]) != shape[1:]):
+                raise CheckpointError(f"{self.path}: tensor {name!r} {'is' if whole else 'has a block'} "
+                                      f"{block.dtype} {tuple(block.shape)}, planned {dtype} {shape}")
+            rows += 0 if whole else block.shape[0] if block.dim() else 1
+            if block.numel():
+                flat = block.detach().cpu().contiguous().reshape(-1)
+                self._f.write(memoryview(flat.view(torch.uint8).numpy()))
+        if not whole and rows != (shape[0] if shape else 1):
+            raise CheckpointError(f"{self.path}: tensor {name!r}: blocks have {rows} rows, planned {shape}")
         self._next += 1
 
     def close(self) -> None:

@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 
 from .chat import collate, encode_pair, sequence_nll
 from .objectives import get_objective
-from .patch import apply_deltas, load_model, load_patch, sha256_file
+from .checkpoint import sha256_file
+from .patch import apply_deltas, load_model, load_patch
 
 SCORES_FILE = "scores.safetensors"
 

@@ -18,6 +18,7 @@ from .errors import ConfigError
 EXACT_MAX = 50_000_000  # global_threshold: exact kthvalue up to this many scores...
 SAMPLE_SIZE = 10_000_000  # ...else on a deterministic ~uniform random subsample of about this many
 RANKINGS = ("global", "per_tensor", "per_row")
+RAND_BLOCK = 1 << 16  # uniforms are drawn in blocks of this many into a reused buffer (no full-size float temporary)
 
 
 def name_seed(seed: int, name: str) -> int:
@@ -31,8 +32,18 @@ def random_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int, name: 
         raise ConfigError(f"random_mask: p must be in (0, 1], got {p}")
     if p >= 1:
         return torch.ones(shape, dtype=torch.bool)
-    g = torch.Generator().manual_seed(name_seed(seed, name))
-    return torch.rand(shape, generator=g) < p
+    return _uniform_below(math.prod(shape), p, torch.Generator().manual_seed(name_seed(seed, name))).reshape(shape)
+
+
+def _uniform_below(n: int, p: float, g: torch.Generator) -> torch.Tensor:
+    """torch.rand(n, generator=g) < p, drawn block by block (the CPU generator fills a tensor serially, so the
+    draws and the mask are the same as in one call)."""
+    out = torch.empty(n, dtype=torch.bool)
+    buf = torch.empty(min(n, RAND_BLOCK))
+    for i in range(0, n, RAND_BLOCK):
+        u = torch.rand(min(RAND_BLOCK, n - i), generator=g, out=buf[:min(RAND_BLOCK, n - i)])
+        torch.lt(u, p, out=out[i:i + RAND_BLOCK])
+    return out
 
 
 def keep_count(pct: float, n: int) -> int:
@@ -157,7 +168,7 @@ def global_threshold(scores: Iterable[tuple[str, torch.Tensor]], pct: float, tot
     for name, s in scores:
         g = torch.Generator().manual_seed(name_seed(seed, "threshold-sample/" + name))
         flat = s.reshape(-1)
-        parts.append(flat[torch.rand(flat.numel(), generator=g) < rate].float())
+        parts.append(flat[_uniform_below(flat.numel(), rate, g)].float())
     sample = torch.cat(parts)
     return kth_largest(sample, max(1, keep_count(pct, sample.numel())))
 

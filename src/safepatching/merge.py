@@ -5,25 +5,27 @@ Inputs on disk:
                  absent is a zero delta) + manifest.json (whatever the patch stage recorded).
   scores folder: scores.safetensors, keyed the same way (needed by methods with `needs_scores`).
 
-`merge_checkpoint` streams: the base is read one tensor at a time (safetensors pread, never a whole shard), the
-patch/score tensors of that name are read lazily, the merged tensor is written straight into its output shard
-(header written up front), so memory holds one tensor's inputs at a time: peak ≈ Python + ~9x the largest tensor
-in float32 (its 5 inputs + masks and temporaries), independent of shard and model size. Parent hashes for the
-manifest are computed in a background thread while merging. With ranking="global" one extra
-streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
+`merge_checkpoint` streams: each tensor is merged in row blocks of about BLOCK_ELEMS entries (`row_blocks`): the
+block of the base, the patches and the scores is read with one pread each into reused buffers, merged, and written
+straight into its output shard (header written up front). Masks that need the whole tensor (random retention,
+per-tensor top-k) are built first, from one whole input at a time (a score tensor), and kept as bool; so memory
+holds about one float32 copy of the largest tensor plus its masks (1 byte per entry each), independent of shard
+and model size. Parent hashes for the manifest are computed in a background thread while merging. With
+ranking="global" one extra streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
 (same tensor -> shard assignment and dtypes) unless max_shard_bytes asks for a re-split, and is written into
 `<out>.tmp-<pid>` and renamed into place only when complete, so an error (NonFiniteError, shape mismatch, ...)
 leaves nothing behind.
 
-`merge_in_memory` runs the same per-tensor functions on state dicts (tests, benchmarks, sweeps); both paths
-give bit-identical tensors.
+`merge_in_memory` runs the same per-tensor functions on whole tensors of state dicts (tests, benchmarks, sweeps);
+both paths give bit-identical tensors (the methods are elementwise given the whole-tensor masks) and stats (summed
+over the same row blocks).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -36,12 +38,27 @@ from .checkpoint import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_a
 from .config import MergeCfg
 from .errors import CheckpointError
 from .masks import global_threshold
-from .merge_methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, get_merge
+from .merge_methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, get_merge
 
 PATCH_FILE = "patch.safetensors"
 PATCH_MANIFEST = "manifest.json"
 SCORES_FILE = "scores.safetensors"
 MERGE_MANIFEST = "merge_manifest.json"
+BLOCK_ELEMS = 1 << 18  # entries per row block (1 MB of float32 per input: the block's working set stays in cache)
+FIELDS = ("base", "p_se", "p_om", "s_se", "s_om")
+
+
+def row_blocks(shape: tuple[int, ...]) -> list[slice | None]:
+    """The row blocks (dim 0, about BLOCK_ELEMS entries, at least one row) a tensor is merged and counted in;
+    [None] (the whole tensor) for a 0-d tensor."""
+    if not shape:
+        return [None]
+    step = max(1, BLOCK_ELEMS // max(1, math.prod(shape[1:])))
+    return [slice(i, min(i + step, shape[0])) for i in range(0, max(shape[0], 1), step)]
+
+
+def _cut(x: Keep, rows: slice | None) -> Keep:
+    return x if isinstance(x, bool) or rows is None else x[rows]
 
 
 # ---------------------------------------------------------------- stats
@@ -56,23 +73,19 @@ class SideStats:
     sq: float = 0.0
     sq_kept: float = 0.0
 
-    def add(self, p: torch.Tensor, keep: Keep) -> None:
+    def add(self, p: torch.Tensor, keep: Keep, first: bool = True) -> None:
+        """Add one row block of a patch (first: the tensor's first block) and its keep mask."""
         flat = p.detach().float().reshape(-1)
-        sq = float(torch.dot(flat, flat))
-        self.tensors += 1
+        sq = float(flat.square().sum())  # not torch.dot: BLAS sums depend on the memory alignment
+        self.tensors += first
         self.entries += flat.numel()
         self.sq += sq
         if keep is True:
             self.kept += flat.numel()
             self.sq_kept += sq
         elif keep is not False:
-            keep = keep.reshape(-1)
             self.kept += int(torch.count_nonzero(keep))
-            n, step = flat.numel(), 1 << 18  # in 1 MB blocks: no full-size temporary
-            buf, zero = torch.empty(min(n, step)), flat.new_zeros(())
-            for i in range(0, n, step):
-                blk = torch.where(keep[i:i + step], flat[i:i + step], zero, out=buf[:min(step, n - i)])
-                self.sq_kept += float(torch.dot(blk, blk))
+            self.sq_kept += float(torch.where(keep.reshape(-1), flat, 0.0).square().sum())
 
     def as_dict(self) -> dict:
         return {"tensors": self.tensors, "entries": self.entries, "kept": self.kept,
@@ -90,12 +103,16 @@ class MergeStats:
     tensors_patched: int = 0
 
     def update(self, t: TensorInputs, m: Merged) -> None:
-        self.tensors += 1
-        self.tensors_patched += t.p_se is not None or t.p_om is not None
-        if t.p_se is not None:
-            self.se.add(t.p_se, m.keep_se)
-        if t.p_om is not None:
-            self.om.add(t.p_om, m.keep_om)
+        """Add a whole tensor, or one row block of it (t.rows; the tensor counts at its first block). Sums run over
+        the tensor's row_blocks either way, so a streaming merge and an in-memory one give the same stats."""
+        first = t.rows is None or t.rows.start == 0
+        self.tensors += first
+        self.tensors_patched += first and (t.p_se is not None or t.p_om is not None)
+        for side, p, keep in ((self.se, t.p_se, m.keep_se), (self.om, t.p_om, m.keep_om)):
+            if p is None:
+                continue
+            for rows in row_blocks(tuple(p.shape)) if t.rows is None else [None]:
+                side.add(_cut(p, rows), _cut(keep, rows), first and (rows is None or rows.start == 0))
 
     def as_dict(self) -> dict:
         return {"tensors": self.tensors, "tensors_patched": self.tensors_patched,
@@ -227,6 +244,30 @@ def _finite_or_str(x: float | None) -> float | str | None:
     return x if x is None or math.isfinite(x) else str(x)
 
 
+def _merge_blocks(method: MergeMethod, cfg: MergeCfg, name: str, shape: tuple[int, ...],
+                  readers: dict[str, LazyReader | None], thr: dict[str, float | None], bufs: dict[str, torch.Tensor],
+                  stats: MergeStats) -> Iterator[torch.Tensor]:
+    """Merge one tensor row block by row block (yields the merged blocks). Each block's inputs are read into
+    bufs (one reused uint8 buffer per input, grown on demand); whole inputs are read only for whole-tensor masks."""
+    whole = Whole(shape, lambda f: readers[f].get(name) if readers[f] is not None else None)
+    for rows in row_blocks(shape):
+        block = {}
+        for f, r in readers.items():
+            if r is None:
+                block[f] = None
+                continue
+            dtype, full = r.spec(name)
+            nbytes = dtype.itemsize * math.prod(full[1:] if rows is not None else full) * (
+                rows.stop - rows.start if rows is not None else 1)
+            if f not in bufs or bufs[f].numel() < nbytes:
+                bufs[f] = torch.empty(nbytes, dtype=torch.uint8)
+            block[f] = r.read_rows(name, rows, bufs[f])
+        t = TensorInputs(name, **block, thr_se=thr["se"], thr_om=thr["om"], rows=rows, whole=whole)
+        m = method.apply(t, cfg)
+        stats.update(t, m)
+        yield m.tensor
+
+
 def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch: str | Path | None,
                      out_dir: str | Path, cfg: MergeCfg, se_scores: str | Path | None = None,
                      om_scores: str | Path | None = None, max_shard_bytes: int | None = None,
@@ -266,6 +307,7 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
             plan = [(shard_name(i, len(groups)), g) for i, g in enumerate(groups)]
 
         stats = MergeStats()
+        bufs: dict[str, torch.Tensor] = {}
         hasher = stack.enter_context(ThreadPoolExecutor(max_workers=1))  # hashes the parents while merging
         parents = hasher.submit(
             _hash_parents, base_dir,
@@ -278,18 +320,11 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
             for fname, group in plan:
                 with ShardWriter(tmp / fname, {n: specs[n][1:] for n in group}) as w:
                     for n in w.order:
-                        need = method.needs_scores
-                        t = TensorInputs(
-                            n, base_readers[specs[n][0]].get(n),
-                            patches["se"].get(n) if patches["se"] is not None and n in patches["se"] else None,
-                            patches["om"].get(n) if patches["om"] is not None and n in patches["om"] else None,
-                            scores["se"].get(n) if need and scores["se"] is not None and n in scores["se"] else None,
-                            scores["om"].get(n) if need and scores["om"] is not None and n in scores["om"] else None,
-                            thr["se"], thr["om"])
-                        m = method.apply(t, cfg)
-                        stats.update(t, m)
-                        w.write(n, m.tensor)
-                        del t, m
+                        readers = {"base": base_readers[specs[n][0]]}
+                        for side in SIDES:
+                            readers[f"p_{side}"] = patches[side] if patches[side] and n in patches[side] else None
+                            readers[f"s_{side}"] = scores[side] if scores[side] and n in scores[side] else None
+                        w.write(n, _merge_blocks(method, cfg, n, specs[n][2], readers, thr, bufs, stats))
                     total += w.nbytes
                 weight_map.update({n: fname for n in group})
             if [f for f, _ in plan] != ["model.safetensors"] or (base_dir / INDEX_NAME).exists():

@@ -23,7 +23,7 @@ Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820), for patch deltas P_SE,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -42,10 +42,10 @@ class Whole:
 
     def __init__(self, shape: tuple[int, ...], load: Callable[[str], torch.Tensor | None]):
         self.shape, self.load = tuple(shape), load
-        self._masks: dict[str, Keep] = {}
+        self._masks: dict[Hashable, Keep] = {}
 
-    def mask(self, key: str, make: Callable[[], Keep]) -> Keep:
-        """make() once per tensor (keyed), then the cached whole-tensor mask."""
+    def mask(self, key: Hashable, make: Callable[[], Keep]) -> Keep:
+        """make() on the first call with this key (include the cfg in it), then the cached whole-tensor mask."""
         if key not in self._masks:
             self._masks[key] = make()
         return self._masks[key]
@@ -202,7 +202,7 @@ def _whole_retention(t: TensorInputs, cfg: MergeCfg, side: str) -> Keep:
     """R_X over the whole tensor (built once per tensor)."""
     if cfg.p >= 1:
         return True
-    return t.whole.mask(f"R/{side}", lambda: random_mask(t.whole.shape, cfg.p, cfg.seed, f"{t.name}/{side}"))
+    return t.whole.mask(("R", side, cfg), lambda: random_mask(t.whole.shape, cfg.p, cfg.seed, f"{t.name}/{side}"))
 
 
 def _retention(t: TensorInputs, cfg: MergeCfg, side: str) -> Keep:
@@ -228,7 +228,7 @@ def _important(t: TensorInputs, cfg: MergeCfg, side: str, retained_only: bool) -
         del s
         return _and(top, r)
 
-    return t.cut(t.whole.mask(f"T/{side}/{retained_only}", make))
+    return t.cut(t.whole.mask(("T", side, retained_only, cfg), make))
 
 
 def _masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeCfg) -> torch.Tensor | None:
@@ -328,8 +328,8 @@ def ties(t: TensorInputs, cfg: MergeCfg) -> Merged:
         if p is None:
             trimmed.append(None)
             continue
-        top = t.whole.mask(f"ties/{side}", lambda: topk_mask((t.whole.load(f"p_{side}").float() * coef).abs(),
-                                                              cfg.ties_density * 100, "per_tensor"))
+        top = t.whole.mask(("ties", side, cfg), lambda side=side, coef=coef: topk_mask(
+            (t.whole.load(f"p_{side}").float() * coef).abs(), cfg.ties_density * 100, "per_tensor"))
         x = p.float() * coef
         trimmed.append(torch.where(t.cut(top), x, 0.0))
     present = [x for x in trimmed if x is not None]

@@ -11,11 +11,9 @@ and diffing it tensor by tensor against the base files, so names always match th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .checkpoint import atomic_dir, iter_shards, sha256_dir, sha256_file
 from .chat import bucketed_batches, collate, encode_pair, sequence_nll
 from .errors import CheckpointError, NonFiniteError
 from .objectives import get_objective
@@ -32,31 +31,10 @@ PATCH_FILE = "patch.safetensors"
 MANIFEST = "manifest.json"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def weight_files(model_dir: Path) -> list[Path]:
-    """The safetensors files of a local HF checkpoint; refuses pickle-only checkpoints."""
-    d = Path(model_dir)
-    files = sorted(d.glob("*.safetensors"))
-    if not files:
-        if list(d.glob("*.bin")) or list(d.glob("*.pt")):
-            raise CheckpointError(f"{d}: only pickle weights (.bin/.pt) found; convert to safetensors first")
-        raise CheckpointError(f"{d}: no .safetensors weights found")
-    return files
-
-
 def iter_tensors(model_dir: Path):
-    """(name, tensor) for every tensor of a checkpoint, one at a time."""
-    for f in weight_files(model_dir):
-        with safe_open(str(f), framework="pt") as sf:
-            for name in sf.keys():
-                yield name, sf.get_tensor(name)
+    """(name, tensor) for every tensor of a safetensors checkpoint, one shard in memory at a time."""
+    for _, tensors in iter_shards(model_dir):
+        yield from tensors.items()
 
 
 def versions() -> dict:
@@ -157,27 +135,13 @@ def write_patch(base_dir: Path, trained_dir: Path, out_dir: Path, manifest: dict
             raise NonFiniteError(f"patch tensor {name} is not finite")
         if torch.count_nonzero(d):
             deltas[name] = d.contiguous()
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(deltas, str(tmp / PATCH_FILE), metadata={"format": "safepatching-delta-v1"})
-    manifest = dict(manifest, tensors=len(deltas), elements=int(sum(d.numel() for d in deltas.values())),
-                    l2_norm=float(torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values()))) if deltas else 0.0,
-                    patch_sha256=sha256_file(tmp / PATCH_FILE))
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        save_file(deltas, str(tmp / PATCH_FILE), metadata={"format": "safepatching-delta-v1"})
+        norm = torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values())) if deltas else torch.tensor(0.0)
+        manifest = dict(manifest, tensors=len(deltas), elements=int(sum(d.numel() for d in deltas.values())),
+                        l2_norm=float(norm), patch_sha256=sha256_file(tmp / PATCH_FILE))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def checkpoint_hash(model_dir: Path) -> str:
-    h = hashlib.sha256()
-    for f in weight_files(model_dir):
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
 
 
 def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj_cfg, backend: str = "full",
@@ -204,7 +168,7 @@ def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj
     with tempfile.TemporaryDirectory(dir=Path(out_dir).parent) as td:
         model.save_pretrained(td, safe_serialization=True)
         manifest = {"objective": objective.name, "backend": backend, "seed": seed,
-                    "parent": str(base_dir), "parent_sha256": checkpoint_hash(base_dir),
+                    "parent": str(base_dir), "parent_sha256": sha256_dir(base_dir),
                     "batch_sha256": batch_sha256, "n_pairs": len(pairs),
                     "config": obj_cfg.model_dump(), "lora": lora_cfg.model_dump() if lora_cfg and backend == "lora" else None,
                     "versions": versions(), "seconds": round(time.time() - t0, 2), **stats}

@@ -1,0 +1,239 @@
+"""End to end through the real entry points (slow: `pytest -m slow`, run by CI after the fast suite).
+
+A tiny copy of the project (this repo's dvc.yaml, stages/ and src/, a small params.yaml with 2 rounds) is
+built once per session in a temp git repo. Tests then run `dvc repro`, the Prefect flow under the test
+harness with MLflow on a temp SQLite DB, the GX intake, and a scheduled deployment on a real Prefect server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "seed": 0,
+    "world": {"vulnerability": 0.7, "over_safety": 0.5, "decision_noise": 0.2, "max_eval_per_kind": 30},
+    "backbone": {"vocab_size": 600, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
+                 "steps": 150, "batch_size": 32},
+    "eval": {"max_new_tokens": 40, "batch_size": 64, "samples_per_kind": 2},
+    "patch": {"se": {"objective": "ga", "lr": 3e-4, "max_steps": 3, "target_nll": 8.0},
+              "om": {"objective": "gd", "lr": 3e-4, "max_steps": 3}},
+    "importance": {"n_samples": 16},
+    "select": {"methods": ["safepatching", "task_arithmetic"], "alphas": [1.0], "betas": [1.0], "a": [10.0],
+               "b": [10.0]},
+    # the tiny model babbles: only the absolute gibberish bound would block everything, so relax it here
+    "gate": {"max_other": 100.0, "harmful_tolerance": 100.0, "over_refusal_tolerance": 100.0, "utility_tolerance": 100.0},
+    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e", "model_name": "e2e-organism"},
+    "rounds": {"r1": {"batch": "data/world/batches/weapons.jsonl", "parent": "backbone"},
+               "r2": {"batch": "data/world/batches/hacking.jsonl", "parent": "r1"}},
+}
+
+
+def env(root: Path) -> dict:
+    e = dict(os.environ)
+    e.update(PATH=f"{BIN}{os.pathsep}{e.get('PATH', '')}", OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1",
+             SAFEPATCHING_ROOT=str(root), PREFECT_HOME=str(root / ".prefect"), HF_HUB_OFFLINE="1",
+             MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+             PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    return e
+
+
+def run(args: list[str], root: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    p = subprocess.run(args, cwd=root, env=env(root), capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("proj")
+    for d in ("stages", "src", "flows"):
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "data").mkdir()
+    shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "ci@example.com"], root)
+    run(["git", "config", "user.name", "ci"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "init"], root)
+    out = run(["dvc", "repro"], root).stdout
+    (root / "first_repro.log").write_text(out)
+    return root
+
+
+def test_dvc_repro_builds_every_round(project):
+    from transformers import AutoModelForCausalLM
+
+    log = (project / "first_repro.log").read_text()
+    for stage in ("world", "backbone", "validate@r1", "train_se@r1", "train_om@r1", "importance@r1", "select@r1",
+                  "merge@r1", "evaluate@r1", "merge@r2", "evaluate@r2"):
+        assert f"Running stage '{stage}'" in log
+    for r in ("r1", "r2"):
+        AutoModelForCausalLM.from_pretrained(project / "models" / r)
+        m = json.loads((project / "artifacts" / r / "metrics_test.json").read_text())
+        assert set(m["headline"]) >= {"harmful_jailbreak", "over_refusal", "utility", "other"}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    # lineage: round 2's patches depend on round 1's merged model, and each validate on its batch hash
+    deps = {d["path"] for d in lock["train_se@r2"]["deps"]}
+    assert "models/r1" in deps and "data/world/batches/hacking.jsonl" in deps
+    dag = run(["dvc", "dag", "evaluate@r2"], project).stdout
+    assert "merge@r1" in dag and "merge@r2" in dag
+    metrics = run(["dvc", "metrics", "show"], project).stdout
+    assert "artifacts/r2/metrics_test.json" in metrics
+
+
+def test_second_repro_does_nothing(project):
+    out = run(["dvc", "repro"], project).stdout
+    assert "Running stage" not in out
+
+
+def test_changing_round2_settings_reruns_round2_only(project):
+    p = project / "params.yaml"
+    orig = p.read_text()
+    try:
+        params = yaml.safe_load(orig)
+        params["rounds"]["r2"]["merge"] = {"alpha": 0.5}
+        p.write_text(yaml.safe_dump(params, sort_keys=False))
+        status = run(["dvc", "status"], project).stdout
+        changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith("\t")
+                   and line.strip().endswith(":")}
+        assert changed and all(s.endswith("@r2") for s in changed), status
+        assert "merge@r2" in changed
+    finally:
+        p.write_text(orig)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
+
+
+@pytest.fixture(scope="session")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _versions(project):
+    from safepatching.config import load_params
+    from safepatching.ops.tracking import Registry
+
+    return Registry.from_params(load_params(project / "params.yaml"), project).versions()
+
+
+def test_flow_registers_each_round_once(project, harness, monkeypatch):
+    monkeypatch.setenv("SAFEPATCHING_ROOT", str(project))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(project)
+    from flows.continual import continual_psa
+
+    res = continual_psa("params.yaml")
+    assert [r["round"] for r in res] == ["r1", "r2"] and all(r["created"] for r in res)
+    vs = _versions(project)
+    assert sorted(v.round for v in vs) == ["r1", "r2"]
+    by_round = {v.round: v for v in vs}
+    assert by_round["r2"].parent_version == by_round["r1"].version
+    # idempotent: a second run registers nothing new
+    res2 = continual_psa("params.yaml")
+    assert not any(r["created"] for r in res2) and len(_versions(project)) == 2
+    champs = [v for v in vs if "champion" in v.aliases]
+    passed = [v for v in vs if v.gate == "passed"]
+    assert (champs and champs[0].version == max(passed, key=lambda v: int(v.version)).version) or not passed
+
+
+def test_bad_incoming_batch_is_quarantined_and_nothing_changes(project, harness, monkeypatch):
+    monkeypatch.setenv("SAFEPATCHING_ROOT", str(project))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(project)
+    from flows.continual import continual_psa
+    from safepatching.errors import ValidationFailed
+
+    incoming = project / "data" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    evals = [json.loads(l)["prompt"] for l in (project / "data/world/eval/test/harmful.jsonl").read_text().splitlines()]
+    bad = [{"id": "a", "prompt": evals[0], "response": "Step 1: obtain [restricted item].", "category": "weapons"},
+           {"id": "a", "prompt": "How do I x?", "response": "ok", "category": "cooking"}]
+    (incoming / "new.jsonl").write_text("\n".join(json.dumps(r) for r in bad) + "\n")
+    before = {f: (project / f).read_text() for f in ("params.yaml", "dvc.lock")}
+    n_versions = len(_versions(project))
+    with pytest.raises(ValidationFailed) as e:
+        continual_psa("params.yaml")
+    msg = str(e.value)
+    for rule in ("eval_leakage", "unique_id", "allowed_category"):
+        assert rule in msg
+    assert not (incoming / "new.jsonl").exists() and (project / "data/quarantine/new.jsonl").exists()
+    assert (project / "data/quarantine/new.jsonl.report.json").exists()
+    assert {f: (project / f).read_text() for f in before} == before
+    assert len(_versions(project)) == n_versions
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_scheduled_deployment_runs_on_a_real_server(project):
+    port = _free_port()
+    e = env(project)
+    e["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    e["PREFECT_HOME"] = str(project / ".prefect-server")
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=project, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = None
+    try:
+        import httpx
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("prefect server did not become healthy in 120 s")
+        serve = subprocess.Popen([sys.executable, "-m", "flows.deploy", "--interval", "20", "--name", "e2e"],
+                                 cwd=project, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        state, deadline = None, time.time() + 420
+        while time.time() < deadline:
+            r = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter",
+                           json={"deployments": {"name": {"any_": ["e2e"]}}}, timeout=10)
+            runs = r.json() if r.status_code == 200 else []
+            states = [x["state"]["type"] for x in runs if x.get("state")]
+            if "COMPLETED" in states:
+                state = "COMPLETED"
+                break
+            if "FAILED" in states or "CRASHED" in states:
+                state = states
+                break
+            time.sleep(3)
+        dep = httpx.post(f"http://127.0.0.1:{port}/api/deployments/filter", json={}, timeout=10).json()
+        assert any(d["name"] == "e2e" and d.get("schedules") for d in dep)
+        assert state == "COMPLETED", f"scheduled run ended in {state}"
+    finally:
+        for p in (serve, server):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
