@@ -128,15 +128,23 @@ class LazyReader:
             raise CheckpointError(f"{self.path}: no tensor named {name!r}")
         return self._f.get_tensor(name)
 
-    def read_rows(self, name: str, rows: slice | None, buf: torch.Tensor) -> torch.Tensor:
-        """Rows rows.start:rows.stop (dim 0) of a tensor (None: all of it), read with one pread into buf (a uint8
-        tensor of at least that many bytes, reused by the caller); the result is a view of buf, valid until buf is
-        reused."""
+    def _rows(self, name: str, rows: slice | None) -> tuple[torch.dtype, tuple[int, ...], int]:
+        """(dtype, shape, byte offset in the file) of rows rows.start:rows.stop (dim 0) of a tensor (None: all)."""
         dtype, full = self.spec(name)
         start, shape = (0, full) if rows is None else (rows.start, (rows.stop - rows.start, *full[1:]))
+        return dtype, shape, self._offset[name] + start * dtype.itemsize * math.prod(full[1:])
+
+    def nbytes(self, name: str, rows: slice | None = None) -> int:
+        dtype, shape, _ = self._rows(name, rows)
+        return dtype.itemsize * math.prod(shape)
+
+    def read_rows(self, name: str, rows: slice | None, buf: torch.Tensor) -> torch.Tensor:
+        """Rows rows.start:rows.stop (dim 0) of a tensor (None: all of it), read with one pread into buf (a uint8
+        tensor of at least nbytes(name, rows) bytes, reused by the caller: no new memory, no page faults); the
+        result is a view of buf, valid until buf is reused."""
+        dtype, shape, offset = self._rows(name, rows)
         nbytes = dtype.itemsize * math.prod(shape)
         out = buf[:nbytes]
-        offset = self._offset[name] + start * dtype.itemsize * math.prod(full[1:])
         if nbytes and os.preadv(self._fd, [out.numpy()], offset) != nbytes:
             raise CheckpointError(f"{self.path}: short read of tensor {name!r}")
         return out.view(dtype).view(shape)

@@ -60,11 +60,11 @@ def metrics_from_labels(kind: str, rows: list[dict], labels: list[str], outputs:
     return m
 
 
-def evaluate_model(model, tok, eval_dir: Path, judges: tuple[str, ...] = ("exact", "keyword"),
-                   decoding: DecodingConfig = DecodingConfig(), kinds: tuple[str, ...] | None = None,
-                   samples_per_kind: int = 20) -> tuple[dict, dict]:
-    """Returns (metrics, samples). metrics: {judge: {metric: value}}; `utility` is judge-free."""
-    split = load_eval_split(eval_dir, kinds)
+def evaluate_rows(model, tok, split: dict[str, list[dict]], judges: tuple[str, ...] = ("exact", "keyword"),
+                  decoding: DecodingConfig = DecodingConfig(), samples_per_kind: int = 20) -> tuple[dict, dict]:
+    """Generate on {kind: rows} (rows have prompt, optional expected/category) and judge.
+
+    Returns (metrics, samples): metrics is {judge: {metric: value}}; `utility` is judge-free exact match."""
     metrics: dict[str, dict] = {j: {} for j in judges}
     samples: dict[str, list] = {}
     judge_objs = {j: get_judge(j) for j in judges}
@@ -81,6 +81,35 @@ def evaluate_model(model, tok, eval_dir: Path, judges: tuple[str, ...] = ("exact
         samples[kind] = [{"prompt": p, "output": o, **{f"label_{j}": per_judge[j][i] for j in judges}}
                          for i, (p, o) in enumerate(zip(prompts, outputs)) if i < samples_per_kind]
     return metrics, samples
+
+
+def evaluate_model(model, tok, eval_dir: Path, judges: tuple[str, ...] = ("exact", "keyword"),
+                   decoding: DecodingConfig = DecodingConfig(), kinds: tuple[str, ...] | None = None,
+                   samples_per_kind: int = 20) -> tuple[dict, dict]:
+    """Evaluate on an organism-style eval folder (<kind>.jsonl files)."""
+    return evaluate_rows(model, tok, load_eval_split(eval_dir, kinds), judges, decoding, samples_per_kind)
+
+
+def load_prompt_file(path: Path, kind: str | None = None, prompt_column: str = "prompt",
+                     type_column: str = "type") -> dict[str, list[dict]]:
+    """A user's prompt file as {kind: rows}. kind=None splits XSTest-style files by their `type` column
+    (contrast types are unsafe -> "harmful", the rest safe look-alikes -> "lookalike"); AdvBench's
+    harmful prompts are `--prompt-column goal --kind harmful`."""
+    from .data import load_prompts
+
+    import pandas as pd
+
+    from .errors import DataError
+
+    df = load_prompts(path, prompt_column, type_column)
+    if kind is None and df["unsafe"].isna().any():
+        raise DataError(f"{path}: no {type_column!r} column to tell unsafe from safe prompts; pass a kind "
+                        "(harmful | jailbreak | lookalike | benign)")
+    out: dict[str, list[dict]] = {}
+    for r in df.itertuples():
+        k = kind or ("harmful" if r.unsafe is True or (r.unsafe is not pd.NA and bool(r.unsafe)) else "lookalike")
+        out.setdefault(k, []).append({"id": r.id, "prompt": r.prompt, "category": r.type, "expected": ""})
+    return out
 
 
 def headline(metrics: dict, judge: str = "exact") -> dict:

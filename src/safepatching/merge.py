@@ -251,17 +251,11 @@ def _merge_blocks(method: MergeMethod, cfg: MergeCfg, name: str, shape: tuple[in
     bufs (one reused uint8 buffer per input, grown on demand); whole inputs are read only for whole-tensor masks."""
     whole = Whole(shape, lambda f: readers[f].get(name) if readers[f] is not None else None)
     for rows in row_blocks(shape):
-        block = {}
+        block: dict[str, torch.Tensor | None] = {}
         for f, r in readers.items():
-            if r is None:
-                block[f] = None
-                continue
-            dtype, full = r.spec(name)
-            nbytes = dtype.itemsize * math.prod(full[1:] if rows is not None else full) * (
-                rows.stop - rows.start if rows is not None else 1)
-            if f not in bufs or bufs[f].numel() < nbytes:
-                bufs[f] = torch.empty(nbytes, dtype=torch.uint8)
-            block[f] = r.read_rows(name, rows, bufs[f])
+            if r is not None and (f not in bufs or bufs[f].numel() < r.nbytes(name, rows)):
+                bufs[f] = torch.empty(r.nbytes(name, rows), dtype=torch.uint8)
+            block[f] = r.read_rows(name, rows, bufs[f]) if r is not None else None
         t = TensorInputs(name, **block, thr_se=thr["se"], thr_om=thr["om"], rows=rows, whole=whole)
         m = method.apply(t, cfg)
         stats.update(t, m)
@@ -322,8 +316,9 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
                     for n in w.order:
                         readers = {"base": base_readers[specs[n][0]]}
                         for side in SIDES:
-                            readers[f"p_{side}"] = patches[side] if patches[side] and n in patches[side] else None
-                            readers[f"s_{side}"] = scores[side] if scores[side] and n in scores[side] else None
+                            patched = patches[side] is not None and n in patches[side]
+                            readers[f"p_{side}"] = patches[side] if patched else None
+                            readers[f"s_{side}"] = scores[side] if patched and scores[side] is not None else None
                         w.write(n, _merge_blocks(method, cfg, n, specs[n][2], readers, thr, bufs, stats))
                     total += w.nbytes
                 weight_map.update({n: fname for n in group})
