@@ -170,13 +170,38 @@ def register(params_path: str, name: str) -> dict:
         parent_version = pv.version if pv else None
     tags["parent_version"] = str(parent_version or "")
     report = write_round_report(params, name)
-    flat = {f"merge.{k}": v for k, v in json.loads(tags["selected"]).get("merge", {}).items()} if json.loads(tags["selected"]).get("merge") else {}
-    version, created = reg.register_round(name, root() / model_dir(name), {"round": name, "parent": r.parent, **flat},
-                                          cand, decision, tags,
+    chosen = json.loads(tags["selected"]).get("merge") or {}
+    run_params = {"round": name, "parent": r.parent, **{f"merge.{k}": v for k, v in chosen.items()}}
+    full = json.loads((art / "metrics_test.json").read_text())
+    metrics = {**cand, **forgetting(full, seen_categories(params, name)),
+               **{f"{j}.{k}": v for j in ("exact", "keyword") for k, v in full.get(j, {}).items()}}
+    version, created = reg.register_round(name, root() / model_dir(name), run_params, metrics, decision, tags,
                                           [f for f in (report, art / "select" / "pareto.png") if f.exists()])
     log.info(f"{name}: MLflow version {version} ({'new' if created else 'already registered'}); "
              f"gate {'PASSED' if decision.passed else 'FAILED: ' + '; '.join(decision.reasons)}")
     return {"version": version, "created": created, "passed": decision.passed, "reasons": decision.reasons}
+
+
+def seen_categories(params, name: str) -> list[str]:
+    """Harmful categories of every batch in the round's lineage (for forgetting)."""
+    from safepatching.data import load_pairs
+
+    cats: list[str] = []
+    for n in params.lineage(name):
+        for c in load_pairs(root() / params.round(n).batch, params.data)["category"].unique():
+            if c and c not in cats:
+                cats.append(str(c))
+    return cats
+
+
+def forgetting(full_metrics: dict, categories: list[str]) -> dict:
+    """Jailbreak harmful rate on the categories seen so far (the first ones = earlier rounds' safety)."""
+    ex = full_metrics.get("exact", {})
+    vals = [ex[f"harmful_jailbreak/{c}"] for c in categories if f"harmful_jailbreak/{c}" in ex]
+    out = {f"seen.harmful_jailbreak.{c}": ex[f"harmful_jailbreak/{c}"] for c in categories if f"harmful_jailbreak/{c}" in ex}
+    if vals:
+        out["harmful_jailbreak_seen"] = round(sum(vals) / len(vals), 2)
+    return out
 
 
 def dvc_stage_hash(stage: str) -> str:

@@ -9,12 +9,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from safepatching.checkpoint import (INDEX_NAME, atomic_dir, copy_aux_files, list_shards, load_state_dict,
-                                     save_sharded, sha256_dir)
+import safepatching.masks as masks_mod
+import safepatching.merge as merge_mod
+from safepatching.checkpoint import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
+                                     load_state_dict, save_sharded, sha256_dir)
 from safepatching.config import MergeCfg
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
-from safepatching.masks import difference_sets, global_threshold, keep_count, random_mask, topk_mask
-from safepatching.merge import MergeStats, merge_checkpoint, merge_in_memory
+from safepatching.masks import (difference_sets, global_threshold, keep_count, name_seed, random_mask, topk_mask,
+                                where0)
+from safepatching.merge import MergeStats, merge_checkpoint, merge_in_memory, row_blocks
 from safepatching.merge_methods import TensorInputs, get_merge, known_merges, register_merge
 
 SE_NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
@@ -164,8 +167,10 @@ VARIANTS = [{"method": m} for m in known_merges()] + [
     {"ranking": "global", "compose": "union"}, {"method": "intersection", "ranking": "global"}]
 
 
+@pytest.mark.parametrize("block", [1 << 18, 100], ids=["whole", "rowblocks"])
 @pytest.mark.parametrize("upd", VARIANTS, ids=lambda u: "-".join(str(v) for v in u.values()))
-def test_streaming_equals_in_memory(world, tmp_path, upd):
+def test_streaming_equals_in_memory(world, tmp_path, upd, block, monkeypatch):
+    monkeypatch.setattr(merge_mod, "BLOCK_ELEMS", block)  # 100: 1-3 rows per block, uneven last block
     cfg = CFG.model_copy(update=upd)
     stats = MergeStats()
     mem = _mem(world, cfg, stats=stats)
@@ -327,3 +332,120 @@ def test_save_sharded_loads_in_transformers(world, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     assert all(torch.equal(v, world["sd"][k]) for k, v in model.state_dict().items())
 
+
+
+# ---------------------------------------------------------------- row blocks (streaming) == whole tensors
+
+
+def _ref_top(s: torch.Tensor, pct: float, among: torch.Tensor) -> torch.Tensor:
+    """Reference per-tensor top-k among `among` by a stable sort: k = pct of all entries (capped at the number
+    among), ties to the lowest indices."""
+    idx = among.reshape(-1).nonzero().squeeze(1)
+    order = torch.argsort(-s.reshape(-1)[idx], stable=True)
+    mask = torch.zeros(s.numel(), dtype=torch.bool)
+    mask[idx[order[:keep_count(pct, s.numel())]]] = True
+    return mask.reshape(s.shape)
+
+
+@pytest.mark.parametrize("n,levels", [(5_000, 0), (600_000, 0), (600_000, 7)])
+def test_topk_among_equals_reference(n, levels, monkeypatch):
+    monkeypatch.setattr(masks_mod, "BLOCK", 10_000)  # many blocks in the blocked selection / tie passes
+    g = torch.Generator().manual_seed(n + levels)
+    s = torch.rand(n, generator=g)
+    if levels:
+        s = (s * levels).floor()  # heavy ties at every threshold
+    among = torch.rand(n, generator=g) < 0.8
+    for pct in (0.0, 3.0, 10.0, 50.0, 85.0, 100.0):
+        got = topk_mask(s, pct, "per_tensor", among=among)
+        assert torch.equal(got, _ref_top(s, pct, among)), pct
+        old = topk_mask(s.masked_fill(~among, float("-inf")), pct, "per_tensor") & among  # the former formulation
+        assert torch.equal(got, old), pct
+    assert torch.equal(topk_mask(s, 10.0, "per_tensor"), _ref_top(s, 10.0, torch.ones(n, dtype=torch.bool)))
+    rows = s.reshape(-1, 1000)
+    got = topk_mask(rows, 10.0, "per_row", among=among.reshape(rows.shape))
+    old = topk_mask(rows.masked_fill(~among.reshape(rows.shape), float("-inf")), 10.0, "per_row")
+    assert torch.equal(got, old & among.reshape(rows.shape))
+    assert torch.equal(topk_mask(s, 10.0, "global", 0.5, among=among), (s >= 0.5) & among)
+
+
+def test_random_mask_is_torch_rand_below_p():
+    """Drawn block by block, the mask is still torch.rand(shape) < p from the (seed, name) generator."""
+    for shape in [(3,), (700, 1001), (2, 300_000)]:
+        g = torch.Generator().manual_seed(name_seed(7, "layer/se"))
+        assert torch.equal(random_mask(shape, 0.9, 7, "layer/se"), torch.rand(shape, generator=g) < 0.9)
+
+
+def test_where0_is_torch_where_bit_for_bit():
+    x = torch.tensor([-0.0, 0.0, 1.5, -2.0, float("inf"), -float("inf"), float("nan"), 1e-45, -1e-45] * 3)
+    keep = torch.tensor([True, False, True] * 9)
+    assert torch.equal(where0(keep, x).view(torch.int32), torch.where(keep, x, 0.0).view(torch.int32))
+    bf = x.to(torch.bfloat16)
+    assert torch.equal(where0(keep, bf).view(torch.int16), torch.where(keep, bf, 0.0).view(torch.int16))
+
+
+def test_row_blocks():
+    assert row_blocks(()) == [None]
+    assert row_blocks((0, 5)) == [slice(0, 0)]
+    blocks = row_blocks((10, 3 * merge_mod.BLOCK_ELEMS // 7))  # 2 rows per block
+    assert blocks == [slice(i, i + 2) for i in range(0, 10, 2)]
+    assert row_blocks((7, merge_mod.BLOCK_ELEMS // 3)) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert row_blocks((3, merge_mod.BLOCK_ELEMS * 2)) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+def test_read_rows_and_block_writes(tmp_path):
+    t = torch.arange(35 * 4, dtype=torch.float32).reshape(35, 4)
+    scalar = torch.tensor(2.5, dtype=torch.bfloat16)
+    specs = {"t": (t.dtype, (35, 4)), "s": (scalar.dtype, ())}
+    with ShardWriter(tmp_path / "x.safetensors", specs) as w:
+        assert w.order == ["t", "s"]
+        w.write("t", (t[i:i + 8] for i in range(0, 35, 8)))
+        w.write("s", iter([scalar]))
+    buf = torch.empty(1 << 10, dtype=torch.uint8)
+    with LazyReader(tmp_path / "x.safetensors") as r:
+        assert torch.equal(r.get("t"), t) and torch.equal(r.get("s"), scalar)
+        assert torch.equal(r.read_rows("t", slice(7, 19), buf), t[7:19])
+        assert torch.equal(r.read_rows("t", None, buf), t) and torch.equal(r.read_rows("s", None, buf), scalar)
+        assert r.read_rows("t", slice(3, 3), buf).shape == (0, 4)
+    with pytest.raises(CheckpointError, match="blocks have 32 rows"), ShardWriter(tmp_path / "y.safetensors",
+                                                                                 {"t": specs["t"]}) as w:
+        w.write("t", (t[i:i + 8] for i in range(0, 32, 8)))
+    with pytest.raises(CheckpointError, match="has a block"), ShardWriter(tmp_path / "z.safetensors",
+                                                                          {"t": specs["t"]}) as w:
+        w.write("t", [t[:, :2]])
+
+
+def test_row_blocks_with_ties_equal_whole(world, tmp_path, monkeypatch):
+    """Tie-heavy scores (5 levels), random retention, per-tensor top-k: merging in 1-3-row blocks (whole-tensor masks
+    cut to the block) gives the in-memory result bit for bit, for both compositions."""
+    monkeypatch.setattr(merge_mod, "BLOCK_ELEMS", 100)
+    ties = {k: (v * 4).round() for k, v in world["s_se"].items()}
+    sse = _write_patch(tmp_path / "sse_ties", ties, "scores.safetensors")
+    for compose in ("sequential", "union"):
+        cfg = CFG.model_copy(update={"compose": compose, "rescale": True})
+        stats = MergeStats()
+        mem = merge_in_memory(world["sd"], world["p_se"], world["p_om"], cfg, ties, world["s_om"], stats=stats)
+        man = merge_checkpoint(world["base"], world["se"], world["om"], tmp_path / compose, cfg, sse, world["som"])
+        assert _same(load_state_dict(tmp_path / compose), mem) and man["stats"] == stats.as_dict()
+
+
+def test_nan_scores_refused_when_streaming(world, tmp_path):
+    bad = dict(world["s_om"])
+    name = "model.layers.1.mlp.down_proj.weight"
+    bad[name] = bad[name].clone()
+    bad[name][0, 1] = float("inf")
+    som_bad = _write_patch(tmp_path / "som_bad", bad, "scores.safetensors")
+    with pytest.raises(NonFiniteError, match=name.replace(".", r"\.") + ": om scores"):
+        merge_checkpoint(world["base"], world["se"], world["om"], tmp_path / "out", CFG, world["sse"], som_bad)
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_whole_masks_cached_per_cfg(world):
+    """A TensorInputs keeps its whole-tensor masks per cfg: calling a method again with another cfg recomputes."""
+    n = SE_NAMES[1]
+    t = TensorInputs(n, world["sd"][n], world["p_se"][n], world["p_om"][n], world["s_se"][n], world["s_om"][n])
+    sp = get_merge("safepatching")
+    for upd in ({"a": 5.0}, {"a": 60.0}, {"p": 0.3}, {"a": 5.0}):
+        cfg = CFG.model_copy(update=upd)
+        fresh = TensorInputs(n, world["sd"][n], world["p_se"][n], world["p_om"][n], world["s_se"][n],
+                             world["s_om"][n])
+        assert torch.equal(sp(t, cfg), sp(fresh, cfg))

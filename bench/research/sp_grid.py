@@ -76,7 +76,9 @@ def main(spec_path):
                                 samples_per_kind=0)
         h = headline(met)
         row = {"tag": spec.get("tag", art.name), "art": str(art), "merge": g, "se_layers": se_scale_layers,
-               "om_layers": om_scale_layers, **{k: h.get(k) for k in KEYS}, "sec": round(time.time() - t0, 1)}
+               "om_layers": om_scale_layers, **{k: h.get(k) for k in KEYS},
+               "oth": {k[6:]: v for k, v in met["exact"].items() if k.startswith("other_")},
+               "jb_ref": None, "sec": round(time.time() - t0, 1)}
         if want_diag:
             d = diagnose(pse, pom, s_se, s_om, cfg)
             row["diag"] = d["total"]
