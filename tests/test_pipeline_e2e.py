@@ -43,6 +43,13 @@ TINY = {
 }
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "rounds" else v
+    return out
+
+
 def env(root: Path) -> dict:
     e = dict(os.environ)
     e.update(PATH=f"{BIN}{os.pathsep}{e.get('PATH', '')}", OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1",
@@ -67,7 +74,8 @@ def project(tmp_path_factory) -> Path:
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     (root / "data").mkdir()
     shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())  # every key DVC tracks must exist
+    (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY), sort_keys=False))
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "ci@example.com"], root)
