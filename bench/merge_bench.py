@@ -1,16 +1,25 @@
 """Benchmark of the streaming merge (not a test).
 
 Builds a random-init LlamaForCausalLM (>= 1 GB fp32, saved in >= 4 shards), two full-size random patches and two
-score files in a temp dir, then runs, each in a fresh subprocess (peak RSS from os.wait4's rusage of that child):
+score files in a temp dir, then runs, each in a fresh subprocess (peak RSS and CPU time from os.wait4's rusage of
+that child; CPU seconds of the timed part, all threads):
   baseline  import torch + safetensors + safepatching, nothing else (the Python baseline RSS)
   copy      plain safetensors copy of the base: load_file + save_file shard by shard
-  merge     merge_checkpoint(method=safepatching), streaming
-  naive     load base, patches and scores whole, merge_in_memory, save (same shard layout)
+  hash      sha256 of every file the merge records in its manifest (base shards, patches, scores): a floor, since
+            merge_checkpoint hashes all of them (in a background thread) for provenance
+  merge     merge_checkpoint(method=safepatching), streaming, for each config (p=0.9 and p=1: no random retention)
+  naive     load base, patches and scores whole, merge_in_memory, save (same shard layout), for each config
+
+copy and merge runs are repeated (--repeat, interleaved, so they see the same background load) and reported by
+their median wall time; naive runs once. Throughput is reported as a ratio to the copy two ways: output bytes/s
+(the merge writes what the copy writes) and in+out bytes/s (the merge also reads 2 patches + 2 score files).
 
     .venv/bin/python bench/merge_bench.py            # ~1.1 GB model
     .venv/bin/python bench/merge_bench.py --small    # ~70 MB, quick
 
 Targets: merge throughput >= 0.5x the copy; merge peak RSS <= 2x the largest base shard + the Python baseline.
+torch runs single-threaded by default (--threads): the merge overlaps its own work in threads (masks of the next
+tensor, the streaming, parent hashing), and OpenMP worker threads spin badly when other jobs share the CPUs.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +40,12 @@ SIZES = {  # vocab 32000 like Llama-2; ~1.09 GB fp32 in 250 MB shards, largest t
     "full": dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16, shard="250MB"),
     "small": dict(vocab_size=8000, hidden_size=256, intermediate_size=704, num_hidden_layers=8, shard="16MB"),
 }
-MERGE_CFG = dict(method="safepatching", alpha=1.0, beta=1.0, p=0.9, a=10.0, b=10.0, rescale=True)
+MERGE_CFGS = {
+    "p0.9": dict(method="safepatching", alpha=1.0, beta=1.0, p=0.9, a=10.0, b=10.0, rescale=True),
+    "p1": dict(method="safepatching", alpha=1.0, beta=1.0, p=1.0, a=10.0, b=10.0, rescale=True),
+}
+INPUTS = [("se", "patch.safetensors"), ("om", "patch.safetensors"), ("se_scores", "scores.safetensors"),
+          ("om_scores", "scores.safetensors")]
 
 
 def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = None) -> None:
@@ -51,11 +66,9 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
     model.save_pretrained(root / "base", max_shard_size=shard)
     del model
     sd = load_state_dict(root / "base")
-    for i, (name, fname, make) in enumerate([
-            ("se", "patch.safetensors", lambda t: torch.randn_like(t) * 0.01),
-            ("om", "patch.safetensors", lambda t: torch.randn_like(t) * 0.01),
-            ("se_scores", "scores.safetensors", torch.rand_like),
-            ("om_scores", "scores.safetensors", torch.rand_like)]):
+    makers = [lambda t: torch.randn_like(t) * 0.01, lambda t: torch.randn_like(t) * 0.01, torch.rand_like,
+              torch.rand_like]
+    for i, ((name, fname), make) in enumerate(zip(INPUTS, makers)):
         torch.manual_seed(i + 1)
         (root / name).mkdir()
         save_file({n: make(t) for n, t in sd.items()}, str(root / name / fname))
@@ -64,21 +77,26 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
 
 
 def child(mode: str, root: Path, out: Path) -> dict:
-    import torch
     from safetensors.torch import load_file, save_file
 
-    from safepatching.checkpoint import copy_aux_files, list_shards, load_state_dict
+    from safepatching.checkpoint import copy_aux_files, list_shards, load_state_dict, sha256_dir, sha256_file
     from safepatching.config import MergeCfg
     from safepatching.merge import merge_checkpoint, merge_in_memory
 
-    cfg = MergeCfg(**MERGE_CFG)
-    t0 = time.perf_counter()
+    mode, _, cfg_name = mode.partition(":")
+    cfg = MergeCfg(**MERGE_CFGS[cfg_name]) if cfg_name else None
+    shutil.rmtree(out, ignore_errors=True)
+    t0, c0 = time.perf_counter(), time.process_time()
     if mode == "copy":
         out.mkdir()
         for shard in list_shards(root / "base"):
             save_file(load_file(str(shard)), str(out / shard.name), metadata={"format": "pt"})
         for f in (root / "base").glob("*.json"):
             shutil.copy2(f, out / f.name)
+    elif mode == "hash":
+        sha256_dir(root / "base")
+        for d, f in INPUTS:
+            sha256_file(root / d / f)
     elif mode == "merge":
         merge_checkpoint(root / "base", root / "se", root / "om", out, cfg, root / "se_scores", root / "om_scores")
     elif mode == "naive":
@@ -93,7 +111,7 @@ def child(mode: str, root: Path, out: Path) -> dict:
             save_file({n: merged[n].contiguous() for n in names}, str(out / shard.name), metadata={"format": "pt"})
         shutil.copy2(root / "base" / "model.safetensors.index.json", out)
         copy_aux_files(root / "base", out)
-    return {"seconds": time.perf_counter() - t0}
+    return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}
 
 
 def info(root: Path) -> dict:
@@ -103,19 +121,18 @@ def info(root: Path) -> dict:
     specs = read_specs(root / "base")
     nbytes = {n: dt.itemsize * math.prod(shape) for n, (_, dt, shape) in specs.items()}
     big = max(nbytes, key=nbytes.get)
-    inputs = [root / d / f for d, f in [("se", "patch.safetensors"), ("om", "patch.safetensors"),
-                                        ("se_scores", "scores.safetensors"), ("om_scores", "scores.safetensors")]]
     return {"shards": [s.name for s in shards], "total": sum(s.stat().st_size for s in shards),
             "largest": max(s.stat().st_size for s in shards), "big": big, "big_bytes": nbytes[big],
-            "extra_inputs": sum(f.stat().st_size for f in inputs)}
+            "extra_inputs": sum((root / d / f).stat().st_size for d, f in INPUTS)}
 
 
-def verify(root: Path) -> dict:
+def verify(root: Path, cfg_name: str) -> dict:
     from safepatching.checkpoint import LazyReader, list_shards
 
     same = True
     for s in list_shards(root / "base"):
-        with LazyReader(root / "out_merge" / s.name) as a, LazyReader(root / "out_naive" / s.name) as b:
+        with (LazyReader(root / f"out_merge_{cfg_name}" / s.name) as a,
+              LazyReader(root / f"out_naive_{cfg_name}" / s.name) as b):
             same &= sorted(a.keys()) == sorted(b.keys()) and all(a.get(k).equal(b.get(k)) for k in a.keys())
     return {"same": same}
 
@@ -138,70 +155,98 @@ def run_child(mode: str, root: Path, threads: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="a ~40 MB model for a quick run")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads in each run (default 1)")
+    ap.add_argument("--small", action="store_true", help="a ~70 MB model for a quick run")
+    ap.add_argument("--threads", type=int, default=1, help="torch (OpenMP) threads in each run (default 1)")
+    ap.add_argument("--repeat", type=int, default=3, help="copy / merge runs per mode (median reported)")
     ap.add_argument("--vocab", type=int, help="override the vocabulary size (the largest tensors are embed/lm_head)")
     ap.add_argument("--layers", type=int, help="override the number of layers")
+    ap.add_argument("--dir", help="reuse (or build, if missing) the inputs in this folder; it is kept")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         root = Path(args.dir)
         if args.child == "setup":
             setup(root, args.small and "small" or "full", args.vocab, args.layers)
             res = info(root)
+        elif args.child == "info":
+            res = info(root)
         elif args.child == "baseline":
             import safetensors.torch  # noqa: F401
             import torch  # noqa: F401
 
             import safepatching.merge  # noqa: F401
-            res = {}
-        elif args.child == "verify":
-            res = verify(root)
+            res = {"seconds": 0.0, "cpu": 0.0}
+        elif args.child.startswith("verify:"):
+            res = verify(root, args.child.partition(":")[2])
         else:
-            res = child(args.child, root, root / f"out_{args.child}")
+            res = child(args.child, root, root / f"out_{args.child.replace(':', '_')}")
         print(json.dumps(res))
         return
 
-    root = Path(tempfile.mkdtemp(prefix="merge_bench_", dir="/tmp"))
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="merge_bench_", dir="/tmp"))
     try:
         t0 = time.perf_counter()
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+        built = (root / "base").is_dir()
         flags = (["--small"] if args.small else []) + sum(
             ([f"--{k}", str(v)] for k, v in (("vocab", args.vocab), ("layers", args.layers)) if v), [])
-        out = subprocess.run([sys.executable, __file__, "--child", "setup", "--dir", str(root)] + flags, env=env,
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, __file__, "--child", "info" if built else "setup", "--dir", str(root)]
+                             + flags, env=env, check=True, capture_output=True, text=True).stdout
         inf = json.loads(out.strip().splitlines()[-1])
-        total, largest = inf["total"], inf["largest"]
-        print(f"setup {time.perf_counter() - t0:.0f}s in {root}: base {total / 1e6:.0f} MB fp32 in "
-              f"{len(inf['shards'])} shards, largest shard {largest / 1e6:.0f} MB, largest tensor {inf['big']} "
-              f"{inf['big_bytes'] / 1e6:.0f} MB; merge also reads {inf['extra_inputs'] / 1e6:.0f} MB of patches+scores")
-        print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, torch threads {args.threads}; "
-              f"merge cfg {MERGE_CFG}")
-        res = {m: run_child(m, root, args.threads) for m in ("baseline", "copy", "merge", "naive")}
+        total, largest, extra = inf["total"], inf["largest"], inf["extra_inputs"]
+        print(f"{'reused' if built else f'setup {time.perf_counter() - t0:.0f}s'} in {root}: base "
+              f"{total / 1e6:.0f} MB fp32 in {len(inf['shards'])} shards, largest shard {largest / 1e6:.0f} MB, "
+              f"largest tensor {inf['big']} {inf['big_bytes'] / 1e6:.0f} MB; merge also reads {extra / 1e6:.0f} MB "
+              "of patches+scores")
+        load0 = os.getloadavg()[0]
+        runs: dict[str, list[dict]] = {}
+        runs["baseline"] = [run_child("baseline", root, args.threads)]
+        runs["hash"] = [run_child("hash", root, args.threads)]
+        modes = ["copy"] + [f"merge:{c}" for c in MERGE_CFGS]
+        for _ in range(args.repeat):
+            for m in modes:
+                runs.setdefault(m, []).append(run_child(m, root, args.threads))
+        for c in MERGE_CFGS:
+            runs[f"naive:{c}"] = [run_child(f"naive:{c}", root, args.threads)]
+        print(f"cpus {os.cpu_count()}, load average {load0:.2f} before / {os.getloadavg()[0]:.2f} after (other "
+              f"jobs share the CPUs), torch threads {args.threads}, {args.repeat} copy/merge runs each")
+        for c, kw in MERGE_CFGS.items():
+            print(f"  {c}: {kw}")
+        res = {m: {"seconds": statistics.median(r["seconds"] for r in rs),
+                   "cpu": statistics.median(r["cpu"] for r in rs),
+                   "peak_rss": max(r["peak_rss"] for r in rs), "all": [r["seconds"] for r in rs]}
+               for m, rs in runs.items()}
         py = res["baseline"]["peak_rss"]
-        print(f"\nPython baseline RSS (torch + safetensors + safepatching imported): {py / 1e6:.0f} MB\n")
-        io_bytes = {"copy": 2 * total, "merge": inf["extra_inputs"] + 2 * total,
-                    "naive": inf["extra_inputs"] + 2 * total}
-        print(f"{'run':<7}{'wall s':>8}{'out MB/s':>10}{'x copy':>8}{'in+out MB/s':>13}{'x copy':>8}"
-              f"{'peak RSS MB':>13}{'(RSS-py)/shard':>16}{'(RSS-py)/tensor':>17}")
-        for m in ("copy", "merge", "naive"):
+        print(f"\nPython baseline RSS (torch + safetensors + safepatching imported): {py / 1e6:.0f} MB")
+        in_out = {"copy": 2 * total, "hash": extra + total}
+        copy_s = res["copy"]["seconds"]
+        copy_io = in_out["copy"] / copy_s
+        print(f"\n{'run':<12}{'wall s':>8}{'cpu s':>8}{'out MB/s':>10}{'x copy':>8}{'in+out MB/s':>13}{'x copy':>8}"
+              f"{'peak RSS MB':>13}{'(RSS-py)/shard':>16}   wall s of each run")
+        for m in ["copy", "hash"] + [f"{k}:{c}" for c in MERGE_CFGS for k in ("merge", "naive")]:
             r = res[m]
-            io = io_bytes[m] / r["seconds"]
-            print(f"{m:<7}{r['seconds']:>8.2f}{total / r['seconds'] / 1e6:>10.0f}"
-                  f"{res['copy']['seconds'] / r['seconds']:>8.2f}{io / 1e6:>13.0f}"
-                  f"{io / (io_bytes['copy'] / res['copy']['seconds']):>8.2f}"
-                  f"{r['peak_rss'] / 1e6:>13.0f}{(r['peak_rss'] - py) / largest:>16.2f}"
-                  f"{(r['peak_rss'] - py) / inf['big_bytes']:>17.2f}")
-        m = res["merge"]
-        ratio = res["copy"]["seconds"] / m["seconds"]
-        print(f"\ntarget throughput >= 0.5x copy (output bytes/s): {'PASS' if ratio >= 0.5 else 'FAIL'} ({ratio:.2f}x)")
-        print(f"target peak RSS <= 2x largest shard + baseline = {(2 * largest + py) / 1e6:.0f} MB: "
-              f"{'PASS' if m['peak_rss'] <= 2 * largest + py else 'FAIL'} ({m['peak_rss'] / 1e6:.0f} MB)")
-        print(f"streaming merge == naive merge, bit-exact: {run_child('verify', root, args.threads)['same']}")
+            io = in_out.get(m, extra + 2 * total)  # merge / naive read base + patches + scores, write the output
+            out_cols = (f"{total / r['seconds'] / 1e6:>10.0f}{copy_s / r['seconds']:>8.2f}" if m != "hash"
+                        else f"{'':>10}{'':>8}")
+            print(f"{m:<12}{r['seconds']:>8.2f}{r['cpu']:>8.2f}{out_cols}{io / r['seconds'] / 1e6:>13.0f}"
+                  f"{io / r['seconds'] / copy_io:>8.2f}{r['peak_rss'] / 1e6:>13.0f}"
+                  f"{(r['peak_rss'] - py) / largest:>16.2f}   {' '.join(f'{s:.2f}' for s in r['all'])}")
+        print("\n(out MB/s: output bytes / wall; in+out MB/s: bytes read + written / wall; x copy: ratio to the "
+              "copy's)")
+        cap = 2 * largest + py
+        for c in MERGE_CFGS:
+            m = res[f"merge:{c}"]
+            r_out = copy_s / m["seconds"]
+            r_io = (extra + 2 * total) / m["seconds"] / copy_io
+            same = run_child(f"verify:{c}", root, args.threads)["same"]
+            print(f"\nmerge {c}: throughput >= 0.5x copy: output bytes {'PASS' if r_out >= 0.5 else 'FAIL'} "
+                  f"({r_out:.2f}x), in+out bytes {'PASS' if r_io >= 0.5 else 'FAIL'} ({r_io:.2f}x)")
+            print(f"merge {c}: peak RSS <= 2x largest shard + baseline = {cap / 1e6:.0f} MB: "
+                  f"{'PASS' if m['peak_rss'] <= cap else 'FAIL'} ({m['peak_rss'] / 1e6:.0f} MB)")
+            print(f"merge {c}: streaming merge == naive merge, bit-exact: {same}")
     finally:
-        if not args.keep:
+        if not args.keep and not args.dir:
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -203,14 +203,19 @@ def _nbytes(spec: Spec) -> int:
     return n * dtype.itemsize
 
 
+def write_order(specs: dict[str, Spec]) -> list[str]:
+    """The order ShardWriter writes tensors in: largest itemsize first, then name (keeps every tensor aligned)."""
+    return sorted(specs, key=lambda n: (-specs[n][0].itemsize, n))
+
+
 class ShardWriter:
     """Stream tensors into one safetensors file. The header (names, dtypes, shapes, offsets) is written first;
-    tensors must then be written in `self.order` (largest itemsize first, then name: keeps every tensor aligned)."""
+    tensors must then be written in `self.order` (`write_order`)."""
 
     def __init__(self, path: str | Path, specs: dict[str, Spec], metadata: dict[str, str] | None = None):
         self.path = Path(path)
         self.specs = dict(specs)
-        self.order = sorted(self.specs, key=lambda n: (-self.specs[n][0].itemsize, n))
+        self.order = write_order(self.specs)
         header: dict[str, object] = {"__metadata__": {"format": "pt", **(metadata or {})}}
         off = 0
         for n in self.order:
@@ -234,18 +239,17 @@ class ShardWriter:
             expected = self.order[self._next] if self._next < len(self.order) else "<none: shard complete>"
             raise CheckpointError(f"{self.path}: tensor {name!r} written out of order (expected {expected!r})")
         dtype, shape = self.specs[name]
-        whole = isinstance(tensor, torch.Tensor)
         rows = 0
-        for block in [tensor] if whole else tensor:
-            if block.dtype != dtype or (tuple(block.shape) != shape if whole else tuple(block.shape[1:]) != shape[1:]):
-                raise CheckpointError(f"{self.path}: tensor {name!r} {'is' if whole else 'has a block'} "
-                                      f"{block.dtype} {tuple(block.shape)}, planned {dtype} {shape}")
-            rows += 0 if whole else block.shape[0] if block.dim() else 1
+        for block in [tensor] if isinstance(tensor, torch.Tensor) else tensor:
+            if block.dtype != dtype or block.dim() != len(shape) or tuple(block.shape[1:]) != shape[1:]:
+                raise CheckpointError(f"{self.path}: tensor {name!r} (or a block of it) is {block.dtype} "
+                                      f"{tuple(block.shape)}, planned {dtype} {shape}")
+            rows += block.shape[0] if shape else 1
             if block.numel():
                 flat = block.detach().cpu().contiguous().reshape(-1)
                 self._f.write(memoryview(flat.view(torch.uint8).numpy()))
-        if not whole and rows != (shape[0] if shape else 1):
-            raise CheckpointError(f"{self.path}: tensor {name!r}: blocks have {rows} rows, planned {shape}")
+        if rows != (shape[0] if shape else 1):
+            raise CheckpointError(f"{self.path}: tensor {name!r} got {rows} rows, planned {dtype} {shape}")
         self._next += 1
 
     def close(self) -> None:

@@ -6,12 +6,13 @@ Inputs on disk:
   scores folder: scores.safetensors, keyed the same way (needed by methods with `needs_scores`).
 
 `merge_checkpoint` streams: each tensor is merged in row blocks of about BLOCK_ELEMS entries (`row_blocks`): the
-block of the base, the patches and the scores is read with one pread each into reused buffers, merged, and written
-straight into its output shard (header written up front). Masks that need the whole tensor (random retention,
-per-tensor top-k) are built first, from one whole input at a time (a score tensor), and kept as bool; so memory
-holds about one float32 copy of the largest tensor plus its masks (1 byte per entry each), independent of shard
-and model size. Parent hashes for the manifest are computed in a background thread while merging. With
-ranking="global" one extra streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
+block of the base and of the patches is read with one pread each into reused buffers, merged, and written straight
+into its output shard (header written up front). Masks that need the whole tensor (random retention, per-tensor
+top-k) are built before, from one whole input at a time (a score tensor, read once; its NaN/Inf check is done
+there), and kept as bool, by a worker thread one tensor ahead of the streaming. So memory holds about one float32
+copy of the largest tensor plus its masks (1 byte per entry each) for two tensors, independent of shard and model
+size. Parent hashes for the manifest are computed in another thread while merging. With ranking="global" one extra
+streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
 (same tensor -> shard assignment and dtypes) unless max_shard_bytes asks for a re-split, and is written into
 `<out>.tmp-<pid>` and renamed into place only when complete, so an error (NonFiniteError, shape mismatch, ...)
 leaves nothing behind.
@@ -34,18 +35,18 @@ from pathlib import Path
 import torch
 
 from .checkpoint import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
-                         plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index)
+                         plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index, write_order)
 from .config import MergeCfg
-from .errors import CheckpointError
-from .masks import global_threshold
-from .merge_methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, get_merge
+from .errors import CheckpointError, NonFiniteError
+from .masks import global_threshold, where0
+from .merge_methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
 
 PATCH_FILE = "patch.safetensors"
 PATCH_MANIFEST = "manifest.json"
 SCORES_FILE = "scores.safetensors"
 MERGE_MANIFEST = "merge_manifest.json"
 BLOCK_ELEMS = 1 << 18  # entries per row block (1 MB of float32 per input: the block's working set stays in cache)
-FIELDS = ("base", "p_se", "p_om", "s_se", "s_om")
+BLOCK_FIELDS = ("base", "p_se", "p_om")  # the inputs read per row block (scores are read whole, for the masks)
 
 
 def row_blocks(shape: tuple[int, ...]) -> list[slice | None]:
@@ -75,17 +76,17 @@ class SideStats:
 
     def add(self, p: torch.Tensor, keep: Keep, first: bool = True) -> None:
         """Add one row block of a patch (first: the tensor's first block) and its keep mask."""
-        flat = p.detach().float().reshape(-1)
-        sq = float(flat.square().sum())  # not torch.dot: BLAS sums depend on the memory alignment
+        sq = p.detach().float().reshape(-1).square()
+        sq_sum = float(sq.sum())  # not torch.dot: BLAS sums depend on the memory alignment
         self.tensors += first
-        self.entries += flat.numel()
-        self.sq += sq
+        self.entries += sq.numel()
+        self.sq += sq_sum
         if keep is True:
-            self.kept += flat.numel()
-            self.sq_kept += sq
+            self.kept += sq.numel()
+            self.sq_kept += sq_sum
         elif keep is not False:
             self.kept += int(torch.count_nonzero(keep))
-            self.sq_kept += float(torch.where(keep.reshape(-1), flat, 0.0).square().sum())
+            self.sq_kept += float(where0(keep.reshape(-1), sq).sum())
 
     def as_dict(self) -> dict:
         return {"tensors": self.tensors, "entries": self.entries, "kept": self.kept,
@@ -244,19 +245,58 @@ def _finite_or_str(x: float | None) -> float | str | None:
     return x if x is None or math.isfinite(x) else str(x)
 
 
-def _merge_blocks(method: MergeMethod, cfg: MergeCfg, name: str, shape: tuple[int, ...],
+def _read(r: LazyReader | None, name: str, rows: slice | None, bufs: dict[str, torch.Tensor],
+          key: str) -> torch.Tensor | None:
+    """Rows of tensor `name` from r (None: absent), read into bufs[key] (a reused buffer, grown on demand)."""
+    if r is None:
+        return None
+    if key not in bufs or bufs[key].numel() < r.nbytes(name, rows):
+        bufs[key] = torch.empty(r.nbytes(name, rows), dtype=torch.uint8)
+    return r.read_rows(name, rows, bufs[key])
+
+
+def _block(name: str, readers: dict[str, LazyReader | None], rows: slice | None, bufs: dict[str, torch.Tensor],
+           thr: dict[str, float | None], whole: Whole) -> TensorInputs:
+    """The inputs of rows `rows` of tensor `name`, read into bufs (None: the whole tensor, scores included)."""
+    fields = BLOCK_FIELDS if rows is not None else (*BLOCK_FIELDS, "s_se", "s_om")
+    return TensorInputs(name, **{f: _read(readers[f], name, rows, bufs, f) for f in fields}, thr_se=thr["se"],
+                        thr_om=thr["om"], rows=rows, whole=whole)
+
+
+def _prepare(method: MergeMethod, cfg: MergeCfg, name: str, shape: tuple[int, ...],
+             readers: dict[str, LazyReader | None], thr: dict[str, float | None],
+             bufs: dict[str, torch.Tensor]) -> Whole:
+    """Tensor `name`'s Whole, with its whole-tensor masks built: the method applied to an empty row block (a 0-d
+    tensor: to itself) builds and caches them. Runs on a worker thread one tensor ahead of the streaming; whole
+    inputs are read into bufs (the worker's own), one at a time, and whole scores are checked for NaN/Inf here
+    (row blocks carry none)."""
+    def load(f: str) -> torch.Tensor | None:
+        x = _read(readers[f], name, None, bufs, "whole")
+        if x is not None and f.startswith("s_") and not all_finite(x):
+            raise NonFiniteError(f"{name}: {f[2:]} scores has NaN/Inf values")
+        return x
+
+    whole = Whole(shape, load)
+    method.apply(_block(name, readers, slice(0, 0) if shape else None, bufs, thr, whole), cfg)
+    return whole
+
+
+def _one_ahead(pool: ThreadPoolExecutor, fn: Callable[[str], Whole],
+               names: list[str]) -> Iterator[tuple[str, Whole]]:
+    """(name, fn(name)) for each name, in order; each is computed on pool while the caller works on the previous."""
+    nxt = pool.submit(fn, names[0]) if names else None
+    for i, name in enumerate(names):
+        cur, nxt = nxt, pool.submit(fn, names[i + 1]) if i + 1 < len(names) else None
+        yield name, cur.result()
+
+
+def _merge_blocks(method: MergeMethod, cfg: MergeCfg, name: str, whole: Whole,
                   readers: dict[str, LazyReader | None], thr: dict[str, float | None], bufs: dict[str, torch.Tensor],
                   stats: MergeStats) -> Iterator[torch.Tensor]:
-    """Merge one tensor row block by row block (yields the merged blocks). Each block's inputs are read into
-    bufs (one reused uint8 buffer per input, grown on demand); whole inputs are read only for whole-tensor masks."""
-    whole = Whole(shape, lambda f: readers[f].get(name) if readers[f] is not None else None)
-    for rows in row_blocks(shape):
-        block: dict[str, torch.Tensor | None] = {}
-        for f, r in readers.items():
-            if r is not None and (f not in bufs or bufs[f].numel() < r.nbytes(name, rows)):
-                bufs[f] = torch.empty(r.nbytes(name, rows), dtype=torch.uint8)
-            block[f] = r.read_rows(name, rows, bufs[f]) if r is not None else None
-        t = TensorInputs(name, **block, thr_se=thr["se"], thr_om=thr["om"], rows=rows, whole=whole)
+    """Merge one tensor row block by row block (yields the merged blocks); each block's base and patches are read
+    into bufs (one reused buffer per input)."""
+    for rows in row_blocks(whole.shape):
+        t = _block(name, readers, rows, bufs, thr, whole)
         m = method.apply(t, cfg)
         stats.update(t, m)
         yield m.tensor
@@ -301,25 +341,35 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
             plan = [(shard_name(i, len(groups)), g) for i, g in enumerate(groups)]
 
         stats = MergeStats()
-        bufs: dict[str, torch.Tensor] = {}
         hasher = stack.enter_context(ThreadPoolExecutor(max_workers=1))  # hashes the parents while merging
         parents = hasher.submit(
             _hash_parents, base_dir,
             {"se_patch": se_patch, "om_patch": om_patch, "se_scores": se_scores, "om_scores": om_scores},
             {"se_patch": patches["se"], "om_patch": patches["om"], "se_scores": scores["se"],
              "om_scores": scores["om"]}, manifests)
+
+        def inputs(n: str) -> dict[str, LazyReader | None]:
+            rd: dict[str, LazyReader | None] = {"base": base_readers[specs[n][0]]}
+            for side in SIDES:
+                patched = patches[side] is not None and n in patches[side]
+                rd[f"p_{side}"] = patches[side] if patched else None
+                rd[f"s_{side}"] = scores[side] if patched else None
+            return rd
+
+        bufs: dict[str, torch.Tensor] = {}  # the streaming's block buffers
+        wbufs: dict[str, torch.Tensor] = {}  # the worker's buffer for whole inputs
+        worker = stack.enter_context(ThreadPoolExecutor(max_workers=1))  # builds the next tensor's masks
+        order = [n for _, group in plan for n in write_order({n: specs[n][1:] for n in group})]
+        wholes = _one_ahead(worker, lambda n: _prepare(method, cfg, n, specs[n][2], inputs(n), thr, wbufs), order)
         with atomic_dir(out, overwrite) as tmp:
             weight_map: dict[str, str] = {}
             total = 0
             for fname, group in plan:
                 with ShardWriter(tmp / fname, {n: specs[n][1:] for n in group}) as w:
                     for n in w.order:
-                        readers = {"base": base_readers[specs[n][0]]}
-                        for side in SIDES:
-                            patched = patches[side] is not None and n in patches[side]
-                            readers[f"p_{side}"] = patches[side] if patched else None
-                            readers[f"s_{side}"] = scores[side] if patched and scores[side] is not None else None
-                        w.write(n, _merge_blocks(method, cfg, n, specs[n][2], readers, thr, bufs, stats))
+                        name, whole = next(wholes)
+                        assert name == n, (name, n)
+                        w.write(n, _merge_blocks(method, cfg, n, whole, inputs(n), thr, bufs, stats))
                     total += w.nbytes
                 weight_map.update({n: fname for n in group})
             if [f for f, _ in plan] != ["model.safetensors"] or (base_dir / INDEX_NAME).exists():

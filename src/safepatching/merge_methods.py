@@ -30,7 +30,7 @@ import torch
 
 from .config import MergeCfg
 from .errors import CheckpointError, NonFiniteError, UnknownNameError
-from .masks import random_mask, topk_mask
+from .masks import random_mask, topk_mask, where0
 
 Keep = torch.Tensor | bool  # a bool mask, or True (every entry kept) / False (none)
 SIDES = ("se", "om")
@@ -38,7 +38,8 @@ SIDES = ("se", "om")
 
 class Whole:
     """The whole tensor behind a TensorInputs, shared by its row blocks: its shape, its inputs loaded on demand
-    (`load("s_se")`: the whole tensor or None; do not modify it) and a cache of whole-tensor masks."""
+    (`load("s_se")`: the whole tensor or None; read-only, and valid only until the next load) and a cache of
+    whole-tensor masks."""
 
     def __init__(self, shape: tuple[int, ...], load: Callable[[str], torch.Tensor | None]):
         self.shape, self.load = tuple(shape), load
@@ -56,7 +57,8 @@ class TensorInputs:
     """One tensor's merge inputs. p_*: patch deltas (None: that patch does not touch the tensor); s_*: importance
     scores (None for methods that need none); thr_*: global-ranking thresholds (None unless ranking='global').
     rows: the row block (dim 0) of the tensor the inputs hold, None for the whole tensor; whole: the whole tensor
-    (default: these inputs themselves, so rows must be None)."""
+    (default: these inputs themselves, so rows must be None). A row block carries no scores (s_* None): scores
+    are only ranked, over the whole tensor, so methods read them with t.whole.load("s_se")."""
 
     name: str
     base: torch.Tensor
@@ -73,7 +75,8 @@ class TensorInputs:
         if self.whole is None:
             if self.rows is not None:
                 raise ValueError(f"{self.name}: a row block needs its whole tensor (whole=)")
-            self.whole = Whole(self.base.shape, lambda f: getattr(self, f))
+            inputs = {f: getattr(self, f) for f in ("base", "p_se", "p_om", "s_se", "s_om")}  # (no ref. cycle)
+            self.whole = Whole(self.base.shape, inputs.get)
 
     def side(self, side: str) -> tuple[torch.Tensor | None, torch.Tensor | None, float | None]:
         return (self.p_se, self.s_se, self.thr_se) if side == "se" else (self.p_om, self.s_om, self.thr_om)
@@ -125,7 +128,7 @@ class MergeMethod:
                     raise CheckpointError(f"{t.name}: {side} {what} shape {tuple(x.shape)} != base shape {shape}")
                 if not all_finite(x):
                     raise NonFiniteError(f"{t.name}: {side} {what} has NaN/Inf values")
-            if self.needs_scores and s is None:
+            if self.needs_scores and s is None and t.rows is None:  # a row block's scores come from t.whole
                 raise CheckpointError(f"{t.name}: merge method {self.name!r} needs importance scores for the "
                                       f"{side} patch, none given")
         m = self.impl(t, cfg)
@@ -221,12 +224,7 @@ def _important(t: TensorInputs, cfg: MergeCfg, side: str, retained_only: bool) -
 
     def make() -> torch.Tensor:
         r = _whole_retention(t, cfg, side) if retained_only else True
-        s = t.whole.load(f"s_{side}").float()
-        if r is not True:
-            s = s.masked_fill(~r, float("-inf"))
-        top = topk_mask(s, pct, cfg.ranking, thr)
-        del s
-        return _and(top, r)
+        return topk_mask(t.whole.load(f"s_{side}").float(), pct, cfg.ranking, thr, among=None if r is True else r)
 
     return t.cut(t.whole.mask(("T", side, retained_only, cfg), make))
 
@@ -237,7 +235,7 @@ def _masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeCfg) ->
     if p is None or keep is False:
         return None
     p = p.float()
-    d = p if keep is True else torch.where(keep, p, 0.0)
+    d = p if keep is True else where0(keep, p)
     if cfg.rescale and cfg.p < 1 and r is not False:
         if r is not True:
             d = torch.where(r, d * (1.0 / cfg.p), d)
@@ -331,7 +329,7 @@ def ties(t: TensorInputs, cfg: MergeCfg) -> Merged:
         top = t.whole.mask(("ties", side, cfg), lambda side=side, coef=coef: topk_mask(
             (t.whole.load(f"p_{side}").float() * coef).abs(), cfg.ties_density * 100, "per_tensor"))
         x = p.float() * coef
-        trimmed.append(torch.where(t.cut(top), x, 0.0))
+        trimmed.append(where0(t.cut(top), x))
     present = [x for x in trimmed if x is not None]
     elected = torch.sign(present[0] + present[1]) if len(present) == 2 else torch.sign(present[0])
     total = torch.zeros_like(elected)
@@ -342,7 +340,7 @@ def ties(t: TensorInputs, cfg: MergeCfg) -> Merged:
             keeps.append(False)
             continue
         agree = (torch.sign(x) == elected) & (elected != 0)
-        total += torch.where(agree, x, 0.0)
+        total += where0(agree, x)
         count += agree
         keeps.append(agree)
     merged = total / count.clamp(min=1)
