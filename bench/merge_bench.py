@@ -5,8 +5,8 @@ score files in a temp dir, then runs, each in a fresh subprocess (peak RSS and C
 that child; CPU seconds of the timed part, all threads):
   baseline  import torch + safetensors + safepatching, nothing else (the Python baseline RSS)
   copy      plain safetensors copy of the base: load_file + save_file shard by shard
-  hash      sha256 of every file the merge records in its manifest (base shards, patches, scores): a floor, since
-            merge_checkpoint hashes all of them (in a background thread) for provenance
+  hash      sha256 of every input file (base shards, patches, scores): what provenance would cost if nothing
+            were trusted; merge_checkpoint hashes the base and takes patch / score hashes from their manifests
   merge     merge_checkpoint(method=safepatching), streaming, for each config (p=0.9 and p=1: no random retention)
   naive     load base, patches and scores whole, merge_in_memory, save (same shard layout), for each config
 
@@ -53,7 +53,7 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from safepatching.checkpoint import load_state_dict
+    from safepatching.checkpoint import load_state_dict, sha256_file
 
     dims = dict(SIZES[size])
     shard = dims.pop("shard")
@@ -72,8 +72,9 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
         torch.manual_seed(i + 1)
         (root / name).mkdir()
         save_file({n: make(t) for n, t in sd.items()}, str(root / name / fname))
-        if fname == "patch.safetensors":
-            (root / name / "manifest.json").write_text(json.dumps({"bench": name}))
+        # as train_patch / compute_importance do: the manifest records the file's sha256 at write time
+        key = "patch_sha256" if fname == "patch.safetensors" else "scores_sha256"
+        (root / name / "manifest.json").write_text(json.dumps({"bench": name, key: sha256_file(root / name / fname)}))
 
 
 def child(mode: str, root: Path, out: Path) -> dict:

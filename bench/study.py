@@ -156,7 +156,9 @@ def main() -> int:
 
     from safepatching.config import load_params
 
-    torch.set_num_threads(2)
+    import os
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     params = load_params(a.params)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -223,13 +223,16 @@ def _patch_manifest(folder: str | Path | None) -> dict | None:
 
 def _hash_parents(base_dir: Path, folders: dict[str, str | Path | None], readers: dict[str, LazyReader | None],
                   manifests: dict[str, dict | None]) -> dict:
-    """Provenance of a merge: the base folder's sha256 and each patch / scores file's sha256 (+ patch manifests)."""
+    """Provenance of a merge: the base folder's sha256 and each patch / scores file's sha256 (+ manifests).
+
+    A patch or scores file whose manifest already records its sha256 (written atomically beside it by
+    train_patch / compute_importance) is not re-hashed (`sha256_from: manifest`); files without one are."""
     out: dict[str, dict | None] = {"base": {"path": str(base_dir), "sha256": sha256_dir(base_dir)}}
     for key, r in readers.items():
         if r is None:
             out[key] = None
             continue
-        out[key] = {"path": str(folders[key]), "sha256": sha256_file(r.path)}
+        out[key] = {"path": str(folders[key])}
         mpath = Path(folders[key]) / PATCH_MANIFEST
         if key in manifests:
             out[key]["manifest"] = manifests[key]
@@ -238,6 +241,12 @@ def _hash_parents(base_dir: Path, folders: dict[str, str | Path | None], readers
                 out[key]["manifest"] = json.loads(mpath.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
                 out[key]["manifest_sha256"] = sha256_file(mpath)
+        m = out[key].get("manifest") or {}
+        recorded = m.get("patch_sha256") or m.get("scores_sha256")
+        if recorded:
+            out[key].update(sha256=recorded, sha256_from="manifest")
+        else:
+            out[key].update(sha256=sha256_file(r.path), sha256_from="file")
     return out
 
 
