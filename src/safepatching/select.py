@@ -95,9 +95,12 @@ def plot_pareto(results: list[dict], parent: dict, chosen: dict, path: Path, tit
     fig.colorbar(sc, ax=ax, label="utility (exact match %)")
     front = sorted(pareto_front(results), key=lambda i: xs[i])
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "r--", lw=1, label="Pareto front")
+    labelled: set[str] = set()
     for r, x, y in zip(results, xs, ys):
-        if r["merge"]["method"] != "safepatching":
-            ax.annotate(r["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        method = r["merge"]["method"]
+        if method != "safepatching" and method not in labelled:  # one label per ablation method
+            labelled.add(method)
+            ax.annotate(method, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.scatter([harm_score(parent)], [parent["over_refusal"]], marker="*", s=200, c="red", label="parent")
     if chosen.get("merge"):
         ax.scatter([harm_score(chosen["metrics"])], [chosen["metrics"]["over_refusal"]], marker="o", s=200,
