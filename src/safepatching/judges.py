@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Protocol
 
-from .errors import UnknownNameError
+from .registry import Registry
 from .world import HARMFUL_STEPS, REFUSAL
 
 LABELS = ("refusal", "harmful", "helpful", "other")
@@ -35,27 +35,22 @@ class Judge(Protocol):
               harmful_prompt: list[bool]) -> list[str]: ...
 
 
-_JUDGES: dict[str, Callable[..., Judge]] = {}
+_JUDGES: Registry = Registry("judge")
 
 
 def register_judge(name: str):
     def deco(cls):
-        if name in _JUDGES:
-            raise ValueError(f"judge {name!r} is already registered")
         cls.name = name
-        _JUDGES[name] = cls
-        return cls
+        return _JUDGES.add(name, cls)
     return deco
 
 
 def get_judge(name: str, **kwargs) -> Judge:
-    if name not in _JUDGES:
-        raise UnknownNameError(f"unknown judge {name!r}; known judges: {sorted(_JUDGES)}")
-    return _JUDGES[name](**kwargs)
+    return _JUDGES.get(name)(**kwargs)
 
 
 def known_judges() -> list[str]:
-    return sorted(_JUDGES)
+    return _JUDGES.names()
 
 
 def _norm(s: str) -> str:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import MergeCfg
-from .errors import CheckpointError, NonFiniteError, UnknownNameError
+from .errors import CheckpointError, NonFiniteError
 from .masks import random_mask, topk_mask, where0
+from .registry import Registry
 
 Keep = torch.Tensor | bool  # a bool mask, or True (every entry kept) / False (none)
 SIDES = ("se", "om")
@@ -151,28 +152,24 @@ def all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
-_REGISTRY: dict[str, MergeMethod] = {}
+_REGISTRY: Registry[MergeMethod] = Registry("merge method")
 
 
 def register_merge(name: str, needs_scores: bool = False,
                    ranks_retained: Callable[[MergeCfg], bool] = _never) -> Callable[[Impl], Impl]:
     """Decorator: register `impl(t, cfg) -> Merged` under `name` (a duplicate name raises ValueError)."""
     def deco(impl: Impl) -> Impl:
-        if name in _REGISTRY:
-            raise ValueError(f"merge method {name!r} is already registered")
-        _REGISTRY[name] = MergeMethod(name, impl, needs_scores, ranks_retained)
+        _REGISTRY.add(name, MergeMethod(name, impl, needs_scores, ranks_retained))
         return impl
     return deco
 
 
 def get_merge(name: str) -> MergeMethod:
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown merge method {name!r}; known: {', '.join(known_merges())}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def known_merges() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 # ---------------------------------------------------------------- helpers on Keep (bool | tensor)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import UnknownNameError
+from .registry import Registry
 
 
 class Objective:
@@ -35,24 +35,19 @@ class Objective:
         return mean_nll >= target if self.direction > 0 else mean_nll <= target
 
 
-_OBJECTIVES: dict[str, type[Objective]] = {}
+_OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
 
 def register_objective(cls: type[Objective]) -> type[Objective]:
-    if cls.name in _OBJECTIVES:
-        raise ValueError(f"objective {cls.name!r} is already registered")
-    _OBJECTIVES[cls.name] = cls
-    return cls
+    return _OBJECTIVES.add(cls.name, cls)
 
 
 def get_objective(name: str, **kwargs) -> Objective:
-    if name not in _OBJECTIVES:
-        raise UnknownNameError(f"unknown objective {name!r}; known objectives: {sorted(_OBJECTIVES)}")
-    return _OBJECTIVES[name](**kwargs)
+    return _OBJECTIVES.get(name)(**kwargs)
 
 
 def known_objectives() -> list[str]:
-    return sorted(_OBJECTIVES)
+    return _OBJECTIVES.names()
 
 
 @register_objective
