@@ -36,6 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from safepatching import envdefaults
+
+envdefaults.apply()
+
 SIZES = {  # vocab 32000 like Llama-2; ~1.09 GB fp32 in 250 MB shards, largest tensor (embed/lm_head) 131 MB
     "full": dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16, shard="250MB"),
     "small": dict(vocab_size=8000, hidden_size=256, intermediate_size=704, num_hidden_layers=8, shard="16MB"),

@@ -14,10 +14,13 @@ def main(argv=None) -> int:
     p = parser(__doc__)
     p.add_argument("--round", required=True)
     p.add_argument("--kind", required=True, choices=["se", "om"])
+    p.add_argument("--method", help="override the objective of this kind (ga | gd | npo); default from params.yaml")
 
     def go(args, params):
         r = params.round(args.round)
         obj = params.patch.se if args.kind == "se" else params.patch.om
+        if args.method:
+            obj = obj.model_copy(update={"objective": args.method})
         df = load_pairs(r.batch, params.data)
         pairs = list(zip(df["prompt"], df["response"]))
         m = train_patch(model_dir(r.parent), pairs, round_dir(args.round) / args.kind, obj, params.patch.backend,
