@@ -29,7 +29,7 @@ envdefaults.apply()
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from safepatching.config import load_params  # noqa: E402
-from safepatching.errors import SafePatchingError  # noqa: E402
+from safepatching.errors import ConfigError, SafePatchingError  # noqa: E402
 from safepatching.paths import ARTIFACTS, BATCHES, EVAL, INCOMING, QUARANTINE, model_dir, round_dir  # noqa: E402
 
 
@@ -110,7 +110,8 @@ def intake(params_path: str) -> list[str]:
     added = []
     for f in files:
         rep = validate_batch(f, params.data, evals, earlier, root() / QUARANTINE, root() / "reports" / "intake")
-        name = f"r{len(params.rounds) + len(added) + 1}"
+        taken = set(params.rounds) | set(added)
+        name = next(f"r{n}" for n in range(1, len(taken) + 2) if f"r{n}" not in taken)
         dest = root() / BATCHES / f"{name}_{f.name}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(f), dest)
@@ -129,12 +130,13 @@ def append_round(params_path: Path, name: str, batch: str, parent: str) -> None:
     if not re.search(r"^rounds:", text, re.M):
         text += "\nrounds:\n"
     text = text.rstrip("\n") + f"\n  {name}: {{batch: {batch}, parent: {parent}}}\n"
-    load_params_text = text  # validate before writing: a broken params.yaml must never be left behind
     import yaml
 
     from safepatching.config import parse_params
 
-    parse_params(yaml.safe_load(load_params_text), str(params_path))
+    if name in (yaml.safe_load(params_path.read_text()).get("rounds") or {}):
+        raise ConfigError(f"{params_path}: round {name!r} already exists")
+    parse_params(yaml.safe_load(text), str(params_path))  # a broken params.yaml is never written
     tmp = params_path.with_suffix(".yaml.tmp")
     tmp.write_text(text)
     tmp.replace(params_path)

@@ -37,3 +37,11 @@ def test_workspace_lock_is_exclusive(tmp_path):
 def test_stage_seconds_parses_stage_output():
     out = "[world.py] done in 1.5s (process; 0.9s after imports)\nnoise\n[merge.py] done in 2.0s (process; 1s)\n"
     assert stage_seconds(out) == 3.5
+
+
+def test_append_round_refuses_an_existing_name(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text(PARAMS)
+    with pytest.raises(ConfigError, match="already exists"):
+        append_round(p, "r1", "data/batches/x.jsonl", "backbone")
+    assert p.read_text() == PARAMS

@@ -193,6 +193,29 @@ def test_bad_incoming_batch_is_quarantined_and_nothing_changes(project, harness,
     assert len(_versions(project)) == n_versions
 
 
+def test_good_incoming_batch_becomes_the_next_round(project, harness, monkeypatch):
+    """The continual flow discovers a new batch, validates it, `dvc add`s it, chains a round onto the last one."""
+    monkeypatch.setenv("SAFEPATCHING_ROOT", str(project))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(project)
+    from flows.continual import continual_psa
+    from safepatching.config import load_params
+
+    incoming = project / "data" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    shutil.copy(project / "data/world/batches/drugs.jsonl", incoming / "drugs.jsonl")
+    res = continual_psa("params.yaml")
+    params = load_params(project / "params.yaml")
+    assert list(params.rounds) == ["r1", "r2", "r3"] and params.round("r3").parent == "r2"
+    assert params.round("r3").batch == "data/batches/r3_drugs.jsonl"
+    assert (project / "data/batches/r3_drugs.jsonl.dvc").exists() and not (incoming / "drugs.jsonl").exists()
+    assert [r["round"] for r in res if r["created"]] == ["r3"]
+    vs = {v.round: v for v in _versions(project)}
+    assert vs["r3"].parent_version == vs["r2"].version
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert "models/r2" in {d["path"] for d in lock["train_se@r3"]["deps"]}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
