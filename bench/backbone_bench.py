@@ -36,7 +36,9 @@ def one_seed(seed: int, params_path: str) -> dict:
     from safepatching.patch import load_model
     from safepatching.world import build_world, save_world
 
-    torch.set_num_threads(2)
+    import os
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     p = load_params(params_path)
     with tempfile.TemporaryDirectory() as td:
         w = Path(td) / "world"
