@@ -43,7 +43,7 @@ def one_seed(seed: int, params_path: str) -> dict:
     with tempfile.TemporaryDirectory() as td:
         w = Path(td) / "world"
         save_world(build_world(seed, p.world.vulnerability, p.world.over_safety, p.world.n_reverse_train,
-                               p.world.max_eval_per_kind), w)
+                               p.world.max_eval_per_kind, p.world.decision_noise), w)
         t0 = time.time()
         s = build_organism(w, Path(td) / "bb", p.backbone, seed, log=lambda m: None)
         train_s = time.time() - t0
