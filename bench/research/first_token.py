@@ -26,7 +26,7 @@ from safepatching.patch import load_model  # noqa: E402
 from safepatching.select import load_round_inputs  # noqa: E402
 from safepatching.world import read_jsonl  # noqa: E402
 
-ROOT = Path("/tmp/sp/n2")
+ROOT = Path(os.environ.get("ORGANISM_DIR", "reports/research/n2"))  # world/ + bb/ of one organism
 
 
 @torch.no_grad()

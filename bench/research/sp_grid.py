@@ -1,7 +1,7 @@
 """Research sweep: train SE/OM patches (cached per tag), score importance, merge in memory, evaluate on val.
 
 usage: sp_grid.py SPEC.json
-SPEC: {"root": "/tmp/sp/n2", "art": "/tmp/sp/n2/art_X",           # artefact folder (cached)
+SPEC: {"root": "reports/research/n2", "art": "reports/research/n2/art_X",           # artefact folder (cached)
        "se": {ObjectiveCfg}, "om": {ObjectiveCfg}, "backend": "full", "lora": {LoraCfg} | null,
        "score": "weight"|"delta", "n_samples": 128,
        "grid": [{MergeCfg fields..., "_diag": true}], "out": "results.jsonl", "tag": "..."}
@@ -37,7 +37,7 @@ KEYS = ["harmful_plain", "harmful_jailbreak", "over_refusal", "benign_refusal", 
 
 def main(spec_path):
     spec = json.loads(Path(spec_path).read_text())
-    root = Path(spec.get("root", "/tmp/sp/n2"))
+    root = Path(spec.get("root", "reports/research/n2"))
     base = root / "bb"
     art = Path(spec["art"])
     cat = spec.get("category", "weapons")
