@@ -29,9 +29,6 @@ def run(fn: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentPa
     args = p.parse_args(argv)
     t0 = time.time()
     try:
-        import torch
-
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)) if not torch.cuda.is_available() else torch.get_num_threads())
         params = load_params(args.params)
         fn(args, params)
     except SafePatchingError as e:

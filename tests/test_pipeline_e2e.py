@@ -147,10 +147,17 @@ def _versions(project):
     return Registry.from_params(load_params(project / "params.yaml"), project).versions()
 
 
-def test_flow_registers_each_round_once(project, harness, monkeypatch):
+@pytest.fixture
+def in_project(project, harness, monkeypatch) -> Path:
+    """Flows run on the tiny project (under the Prefect test harness), with the venv's dvc on PATH."""
     monkeypatch.setenv("SAFEPATCHING_ROOT", str(project))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.chdir(project)
+    return project
+
+
+def test_flow_registers_each_round_once(in_project):
+    project = in_project
     from flows.continual import continual_psa
 
     res = continual_psa("params.yaml")
@@ -167,10 +174,8 @@ def test_flow_registers_each_round_once(project, harness, monkeypatch):
     assert (champs and champs[0].version == max(passed, key=lambda v: int(v.version)).version) or not passed
 
 
-def test_bad_incoming_batch_is_quarantined_and_nothing_changes(project, harness, monkeypatch):
-    monkeypatch.setenv("SAFEPATCHING_ROOT", str(project))
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.chdir(project)
+def test_bad_incoming_batch_is_quarantined_and_nothing_changes(in_project):
+    project = in_project
     from flows.continual import continual_psa
     from safepatching.errors import ValidationFailed
 
@@ -193,11 +198,9 @@ def test_bad_incoming_batch_is_quarantined_and_nothing_changes(project, harness,
     assert len(_versions(project)) == n_versions
 
 
-def test_good_incoming_batch_becomes_the_next_round(project, harness, monkeypatch):
+def test_good_incoming_batch_becomes_the_next_round(in_project):
     """The continual flow discovers a new batch, validates it, `dvc add`s it, chains a round onto the last one."""
-    monkeypatch.setenv("SAFEPATCHING_ROOT", str(project))
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.chdir(project)
+    project = in_project
     from flows.continual import continual_psa
     from safepatching.config import load_params
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import platform
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -147,7 +146,6 @@ def write_patch(base_dir: Path, trained_dir: Path, out_dir: Path, manifest: dict
 def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj_cfg, backend: str = "full",
                 lora_cfg=None, seed: int = 0, batch_sha256: str = "", log=print) -> dict:
     """Derive one patch (SE with ga/npo, OM with gd) from `pairs` on the checkpoint at base_dir."""
-    random.seed(seed)
     t0 = time.time()
     objective = get_objective(obj_cfg.objective, npo_beta=obj_cfg.npo_beta)
     model, tok = load_model(base_dir, trainable=(backend == "full"))
