@@ -30,11 +30,11 @@ def one_seed(seed: int, params_path: str) -> dict:
     import torch
 
     from safepatching.config import load_params
-    from safepatching.evaluate import evaluate_model, headline
-    from safepatching.generate import DecodingConfig
-    from safepatching.organism import build_organism
-    from safepatching.patch import load_model
-    from safepatching.world import build_world, save_world
+    from safepatching.evaluation.metrics import evaluate_model, headline
+    from safepatching.evaluation.generate import DecodingConfig
+    from safepatching.organism.model import build_organism
+    from safepatching.io.models import load_model
+    from safepatching.organism.world import build_world, save_world
 
     import os
 

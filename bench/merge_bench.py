@@ -57,7 +57,7 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from safepatching.checkpoint import load_state_dict, sha256_file
+    from safepatching.io.checkpoints import load_state_dict, sha256_file
 
     dims = dict(SIZES[size])
     shard = dims.pop("shard")
@@ -84,9 +84,9 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
 def child(mode: str, root: Path, out: Path) -> dict:
     from safetensors.torch import load_file, save_file
 
-    from safepatching.checkpoint import copy_aux_files, list_shards, load_state_dict, sha256_dir, sha256_file
+    from safepatching.io.checkpoints import copy_aux_files, list_shards, load_state_dict, sha256_dir, sha256_file
     from safepatching.config import MergeCfg
-    from safepatching.merge import merge_checkpoint, merge_in_memory
+    from safepatching.merging.engine import merge_checkpoint, merge_in_memory
 
     mode, _, cfg_name = mode.partition(":")
     cfg = MergeCfg(**MERGE_CFGS[cfg_name]) if cfg_name else None
@@ -120,7 +120,7 @@ def child(mode: str, root: Path, out: Path) -> dict:
 
 
 def info(root: Path) -> dict:
-    from safepatching.checkpoint import list_shards, read_specs
+    from safepatching.io.checkpoints import list_shards, read_specs
 
     shards = list_shards(root / "base")
     specs = read_specs(root / "base")
@@ -132,7 +132,7 @@ def info(root: Path) -> dict:
 
 
 def verify(root: Path, cfg_name: str) -> dict:
-    from safepatching.checkpoint import LazyReader, list_shards
+    from safepatching.io.checkpoints import LazyReader, list_shards
 
     same = True
     for s in list_shards(root / "base"):
@@ -180,7 +180,7 @@ def main() -> None:
             import safetensors.torch  # noqa: F401
             import torch  # noqa: F401
 
-            import safepatching.merge  # noqa: F401
+            import safepatching.merging.engine  # noqa: F401
             res = {"seconds": 0.0, "cpu": 0.0}
         elif args.child.startswith("verify:"):
             res = verify(root, args.child.partition(":")[2])

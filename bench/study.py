@@ -34,15 +34,16 @@ ABLATIONS = ("se_only", "om_only", "intersection", "task_arithmetic", "ties")
 def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
     import torch
 
-    from safepatching.data import load_pairs
-    from safepatching.evaluate import evaluate_model, headline
-    from safepatching.generate import DecodingConfig
-    from safepatching.importance import compute_importance
-    from safepatching.merge import merge_checkpoint, merge_in_memory
-    from safepatching.organism import build_organism
-    from safepatching.patch import load_model, train_patch
+    from safepatching.batches.loading import load_pairs
+    from safepatching.evaluation.metrics import evaluate_model, headline
+    from safepatching.evaluation.generate import DecodingConfig
+    from safepatching.patching.importance import compute_importance
+    from safepatching.merging.engine import merge_checkpoint, merge_in_memory
+    from safepatching.organism.model import build_organism
+    from safepatching.io.models import load_model
+from safepatching.patching.train import train_patch
     from safepatching.select import load_round_inputs, select_round
-    from safepatching.world import CATEGORIES, build_world, save_world
+    from safepatching.organism.world import CATEGORIES, build_world, save_world
 
     w = params.world
     d = out / f"seed{seed}"

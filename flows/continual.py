@@ -97,7 +97,7 @@ def repro(targets: list[str]) -> dict:
 @task(name="intake", retries=0)
 def intake(params_path: str) -> list[str]:
     """Validate each new file in data/incoming (sorted), add it with DVC and append a round to params.yaml."""
-    from safepatching.validation import load_eval_prompts, validate_batch
+    from safepatching.batches.expectations import load_eval_prompts, validate_batch
 
     log = get_run_logger()
     incoming = root() / INCOMING
@@ -186,7 +186,7 @@ def register(params_path: str, name: str) -> dict:
 
 def seen_categories(params, name: str) -> list[str]:
     """Harmful categories of every batch in the round's lineage (for forgetting)."""
-    from safepatching.data import load_pairs
+    from safepatching.batches.loading import load_pairs
 
     cats: list[str] = []
     for n in params.lineage(name):

@@ -5,13 +5,13 @@ from pathlib import Path
 
 from stages._cli import log, parser, run
 
-from safepatching.checkpoint import atomic_dir
+from safepatching.io.checkpoints import atomic_dir
 from safepatching.paths import WORLD, model_dir
 
 
 def materialise(source: str, out: Path) -> None:
     """Any HF causal LM (hub id or local path) -> a local safetensors folder."""
-    from safepatching.patch import load_model
+    from safepatching.io.models import load_model
 
     model, tok = load_model(source, trainable=False)
     with atomic_dir(out, overwrite=True) as tmp:
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
         out = model_dir("backbone")
         b = params.backbone
         if b.source == "organism":
-            from safepatching.organism import build_organism
+            from safepatching.organism.model import build_organism
 
             with atomic_dir(out, overwrite=True) as tmp:
                 summary = build_organism(WORLD, tmp, b, params.seed, log=log)

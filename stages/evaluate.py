@@ -12,9 +12,9 @@ from safepatching.paths import EVAL, model_dir, round_dir
 def evaluate_checkpoint(model_path, eval_dir: Path | None, out: Path, params, prompt_file: Path | None = None,
                         kind: str | None = None, prompt_column: str = "prompt", judges: tuple[str, ...] | None = None) -> dict:
     """Any HF causal LM (local path or id) on the organism's eval folder or on a user's prompt file."""
-    from safepatching.evaluate import evaluate_rows, headline, load_eval_split, load_prompt_file, write_metrics
-    from safepatching.generate import DecodingConfig
-    from safepatching.patch import load_model
+    from safepatching.evaluation.metrics import evaluate_rows, headline, load_eval_split, load_prompt_file, write_metrics
+    from safepatching.evaluation.generate import DecodingConfig
+    from safepatching.io.models import load_model
 
     model, tok = load_model(model_path, trainable=False)
     e = params.eval

@@ -4,8 +4,8 @@ import sys
 
 from stages._cli import parser, run
 
-from safepatching.data import load_pairs
-from safepatching.importance import compute_importance
+from safepatching.batches.loading import load_pairs
+from safepatching.patching.importance import compute_importance
 from safepatching.paths import model_dir, round_dir
 
 

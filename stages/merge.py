@@ -6,7 +6,7 @@ import sys
 from stages._cli import log, parser, run
 
 from safepatching.config import MergeCfg
-from safepatching.merge import merge_checkpoint
+from safepatching.merging.engine import merge_checkpoint
 from safepatching.paths import model_dir, round_dir
 
 

@@ -4,10 +4,10 @@ import sys
 
 from stages._cli import log, parser, run
 
-from safepatching.data import load_pairs
+from safepatching.batches.loading import load_pairs
 from safepatching.paths import model_dir, round_dir
-from safepatching.checkpoint import sha256_file
-from safepatching.patch import train_patch
+from safepatching.io.checkpoints import sha256_file
+from safepatching.patching.train import train_patch
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,7 @@ import sys
 from stages._cli import log, parser, run
 
 from safepatching.paths import EVAL, QUARANTINE, round_dir
-from safepatching.validation import load_eval_prompts, validate_batch
+from safepatching.batches.expectations import load_eval_prompts, validate_batch
 
 
 def main(argv=None) -> int:

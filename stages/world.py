@@ -5,7 +5,7 @@ import sys
 from stages._cli import log, parser, run
 
 from safepatching.paths import WORLD
-from safepatching.world import build_world, save_world
+from safepatching.organism.world import build_world, save_world
 
 
 def main(argv=None) -> int:

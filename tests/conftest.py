@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory) -> Path:
-    from safepatching.world import build_world, save_world
+    from safepatching.organism.world import build_world, save_world
 
     d = tmp_path_factory.mktemp("world")
     save_world(build_world(0, 0.7, 0.5), d)
@@ -24,7 +24,7 @@ def world_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_organism(world_dir, tmp_path_factory) -> Path:
     """A few-hundred-step organism: not aligned well, but a real saved HF chat model for plumbing tests."""
-    from safepatching.organism import build_organism
+    from safepatching.organism.model import build_organism
 
     cfg = types.SimpleNamespace(vocab_size=600, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                                 max_len=128, steps=60, batch_size=32, lr=3e-3)

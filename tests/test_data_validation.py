@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from safepatching.config import DataCfg
-from safepatching.data import load_pairs, load_prompts
+from safepatching.batches.loading import load_pairs
+from safepatching.io.records import load_prompts
 from safepatching.errors import DataError, ValidationFailed
-from safepatching.validation import gx_context, load_eval_prompts, validate_batch
-from safepatching.world import build_world, read_jsonl, save_world
+from safepatching.batches.expectations import gx_context, load_eval_prompts, validate_batch
+from safepatching.organism.world import build_world, read_jsonl, save_world
 
 CFG = DataCfg()
 
@@ -234,7 +235,7 @@ def test_xstest_prompts(tmp_path: Path) -> None:
 
 
 def test_own_html_when_gx_docs_fail(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safepatching.validation as v
+    import safepatching.batches.expectations as v
 
     def boom(*a: object, **k: object) -> Path:
         raise RuntimeError("renderer broke")

@@ -1,8 +1,8 @@
 import pytest
 
 from safepatching.errors import UnknownNameError
-from safepatching.judges import ExactJudge, get_judge, known_judges
-from safepatching.world import REFUSAL, harmful_response, helpful_response
+from safepatching.evaluation.judges import ExactJudge, get_judge, known_judges
+from safepatching.organism.world import REFUSAL, harmful_response, helpful_response
 
 EXP = helpful_response("kill", "a python process", ("find its process id", "send it a stop signal"))
 

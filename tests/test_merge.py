@@ -9,16 +9,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import safepatching.masks as masks_mod
-import safepatching.merge as merge_mod
-from safepatching.checkpoint import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
+import safepatching.merging.masks as masks_mod
+import safepatching.merging.engine as merge_mod
+from safepatching.io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
                                      load_state_dict, save_sharded, sha256_dir)
 from safepatching.config import MergeCfg
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
-from safepatching.masks import (difference_sets, global_threshold, keep_count, name_seed, random_mask, topk_mask,
+from safepatching.merging.masks import (difference_sets, global_threshold, keep_count, name_seed, random_mask, topk_mask,
                                 where0)
-from safepatching.merge import MergeStats, merge_checkpoint, merge_in_memory, row_blocks
-from safepatching.merge_methods import TensorInputs, get_merge, known_merges, register_merge
+from safepatching.merging.engine import MergeStats, merge_checkpoint, merge_in_memory, row_blocks
+from safepatching.merging.methods import TensorInputs, get_merge, known_merges, register_merge
 
 SE_NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
             "model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.v_proj.weight",

@@ -6,10 +6,12 @@ from safetensors import safe_open
 
 from safepatching.config import LoraCfg, ObjectiveCfg
 from safepatching.errors import CheckpointError, UnknownNameError
-from safepatching.importance import compute_importance, snip_scores
-from safepatching.objectives import get_objective, known_objectives
-from safepatching.patch import PATCH_FILE, load_model, load_patch, train_patch
-from safepatching.world import read_jsonl
+from safepatching.patching.importance import compute_importance, snip_scores
+from safepatching.patching.objectives import get_objective, known_objectives
+from safepatching.io.models import load_model
+from safepatching.io.patches import PATCH_FILE, load_patch
+from safepatching.patching.train import train_patch
+from safepatching.organism.world import read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,8 @@ def test_full_and_lora_write_the_same_format(tiny_organism, pairs, tmp_path):
 
 def test_patch_equals_trained_minus_base(tiny_organism, pairs, tmp_path):
     """θ + P reproduces the trained model: applying the saved patch to the base gives the same logits."""
-    from safepatching.patch import apply_deltas, optimise
+    from safepatching.io.patches import apply_deltas
+    from safepatching.patching.train import optimise
 
     cfg = ObjectiveCfg(objective="gd", lr=1e-3, max_steps=3, batch_size=16)
     train_patch(tiny_organism, pairs, tmp_path / "p", cfg, seed=0, log=lambda s: None)
@@ -110,7 +113,7 @@ def test_importance_on_patched_models_differs(tiny_organism, pairs, tmp_path):
 
 def test_pickle_only_checkpoint_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
-    from safepatching.patch import iter_tensors
+    from safepatching.io.patches import iter_tensors
 
     with pytest.raises(CheckpointError, match="pickle"):
         list(iter_tensors(tmp_path))

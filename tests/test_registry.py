@@ -81,7 +81,7 @@ def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 2-layer Llama with a BPE chat tokenizer, saved as a normal HF folder."""
-    from safepatching.organism import build_model, build_tokenizer
+    from safepatching.organism.model import build_model, build_tokenizer
 
     texts = ["how do I bake bread", "I cannot help with that", "the quick brown fox jumps"] * 20
     tok = build_tokenizer(texts, vocab_size=300)

@@ -1,7 +1,7 @@
 import json
 from collections import Counter
 
-from safepatching.world import (EVAL_KINDS, HARMFUL_STEPS, LOOKALIKE_OBJECTS, REFUSAL, SPLITS, build_world,
+from safepatching.organism.world import (EVAL_KINDS, HARMFUL_STEPS, LOOKALIKE_OBJECTS, REFUSAL, SPLITS, build_world,
                                 read_jsonl, refused_lookalikes, vulnerable_cells)
 
 

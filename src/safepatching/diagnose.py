@@ -19,7 +19,7 @@ from collections import defaultdict
 import torch
 
 from .config import MergeCfg
-from .masks import topk_mask
+from .merging.masks import topk_mask
 
 
 def layer_of(name: str) -> str:
@@ -72,7 +72,7 @@ def _dense(keep, like: torch.Tensor) -> torch.Tensor:
 def diagnose(p_se: dict[str, torch.Tensor], p_om: dict[str, torch.Tensor], s_se: dict[str, torch.Tensor],
              s_om: dict[str, torch.Tensor], cfg: MergeCfg) -> dict:
     """Per-layer diagnosis of the two patches under `cfg`, using the exact masks of the merge itself."""
-    from .merge import merge_in_memory
+    from .merging.engine import merge_in_memory
 
     col = _Collector(cfg)
     shapes = {n: torch.zeros_like(v, dtype=torch.float32) for n, v in (p_se | p_om).items()}

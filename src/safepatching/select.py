@@ -119,7 +119,7 @@ def load_round_inputs(artifacts: Path) -> tuple[dict, dict, dict, dict]:
     """(P_SE, P_OM, S_SE, S_OM) of a round's artefacts folder, in memory (the sweep reuses them)."""
     from safetensors.torch import load_file
 
-    from .patch import load_patch
+    from .io.patches import load_patch
 
     return (load_patch(artifacts / "se")[0], load_patch(artifacts / "om")[0],
             load_file(str(artifacts / "scores_se" / "scores.safetensors")),
@@ -129,10 +129,10 @@ def load_round_inputs(artifacts: Path) -> tuple[dict, dict, dict, dict]:
 def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], eval_dir: Path, grid: list[MergeCfg], eval_cfg,
               log=print) -> tuple[dict, list[dict]]:
     """Evaluate the parent and every grid point on eval_dir; returns (parent_headline, results)."""
-    from .evaluate import evaluate_model, headline
-    from .generate import DecodingConfig
-    from .merge import merge_in_memory
-    from .patch import load_model
+    from .evaluation.metrics import evaluate_model, headline
+    from .evaluation.generate import DecodingConfig
+    from .merging.engine import merge_in_memory
+    from .io.models import load_model
 
     model, tok = load_model(base_dir, trainable=False)
     base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}

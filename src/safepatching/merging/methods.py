@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import MergeCfg
-from .errors import CheckpointError, NonFiniteError
+from ..config import MergeCfg
+from ..errors import CheckpointError, NonFiniteError
 from .masks import random_mask, topk_mask, where0
-from .registry import Registry
+from ..registry import Registry
 
 Keep = torch.Tensor | bool  # a bool mask, or True (every entry kept) / False (none)
 SIDES = ("se", "om")

@@ -11,57 +11,18 @@ and diffing it tensor by tensor against the base files, so names always match th
 
 from __future__ import annotations
 
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .checkpoint import atomic_dir, iter_shards, sha256_dir, sha256_file
-from .chat import bucketed_batches, collate, encode_pair, sequence_nll
-from .errors import CheckpointError, NonFiniteError
+from ..chat import bucketed_batches, collate, encode_pair, sequence_nll
+from ..errors import NonFiniteError
+from ..io.checkpoints import sha256_dir
+from ..io.models import load_model, versions
+from ..io.patches import write_patch
 from .objectives import get_objective
-
-PATCH_FILE = "patch.safetensors"
-MANIFEST = "manifest.json"
-
-
-def iter_tensors(model_dir: Path):
-    """(name, tensor) for every tensor of a safetensors checkpoint, one shard in memory at a time."""
-    for _, tensors in iter_shards(model_dir):
-        yield from tensors.items()
-
-
-def versions() -> dict:
-    import transformers
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
-    try:
-        import peft
-
-        v["peft"] = peft.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return v
-
-
-def load_model(path: str | Path, trainable: bool = True):
-    """Any HF causal LM (local folder or hub id; hub ids need network). safetensors only."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False)
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    if torch.cuda.is_available():
-        model = model.cuda()
-    for p in model.parameters():
-        p.requires_grad_(trainable)
-    return model, tok
 
 
 def _device_batch(batch: dict, model) -> dict:
@@ -119,30 +80,6 @@ def optimise(model, tok, pairs: list[tuple[str, str]], objective, lr: float, max
             "stopped": stopped}
 
 
-def write_patch(base_dir: Path, trained_dir: Path, out_dir: Path, manifest: dict) -> dict:
-    """Diff two checkpoints tensor by tensor into out_dir/patch.safetensors (+ manifest); atomic."""
-    trained = dict(iter_tensors(trained_dir))  # one model in RAM (the trained one just saved)
-    deltas: dict[str, torch.Tensor] = {}
-    for name, base in iter_tensors(base_dir):
-        if name not in trained:
-            continue
-        new = trained.pop(name)
-        if new.shape != base.shape:
-            raise CheckpointError(f"{name}: shape {tuple(new.shape)} in trained model vs {tuple(base.shape)} in base")
-        d = new.float() - base.float()
-        if not torch.isfinite(d).all():
-            raise NonFiniteError(f"patch tensor {name} is not finite")
-        if torch.count_nonzero(d):
-            deltas[name] = d.contiguous()
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        save_file(deltas, str(tmp / PATCH_FILE), metadata={"format": "safepatching-delta-v1"})
-        norm = torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values())) if deltas else torch.tensor(0.0)
-        manifest = dict(manifest, tensors=len(deltas), elements=int(sum(d.numel() for d in deltas.values())),
-                        l2_norm=float(norm), patch_sha256=sha256_file(tmp / PATCH_FILE))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
-
-
 def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj_cfg, backend: str = "full",
                 lora_cfg=None, seed: int = 0, batch_sha256: str = "", log=print) -> dict:
     """Derive one patch (SE with ga/npo, OM with gd) from `pairs` on the checkpoint at base_dir."""
@@ -171,27 +108,3 @@ def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj
                     "config": obj_cfg.model_dump(), "lora": lora_cfg.model_dump() if lora_cfg and backend == "lora" else None,
                     "versions": versions(), "seconds": round(time.time() - t0, 2), **stats}
         return write_patch(base_dir, Path(td), out_dir, manifest)
-
-
-def load_patch(patch_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    patch_dir = Path(patch_dir)
-    f = patch_dir / PATCH_FILE
-    if not f.exists():
-        raise CheckpointError(f"{patch_dir}: no {PATCH_FILE}")
-    tensors = {}
-    with safe_open(str(f), framework="pt") as sf:
-        for k in sf.keys():
-            tensors[k] = sf.get_tensor(k)
-    manifest = json.loads((patch_dir / MANIFEST).read_text()) if (patch_dir / MANIFEST).exists() else {}
-    return tensors, manifest
-
-
-def apply_deltas(model, deltas: dict[str, torch.Tensor], scale: float = 1.0) -> None:
-    """In place: θ += scale·P for the model's parameters named in `deltas`."""
-    sd = dict(model.named_parameters())
-    missing = [k for k in deltas if k not in sd]
-    if missing:
-        raise CheckpointError(f"patch tensors not in model: {missing[:5]}")
-    with torch.no_grad():
-        for k, d in deltas.items():
-            sd[k].add_(d.to(sd[k].device, sd[k].dtype), alpha=scale)

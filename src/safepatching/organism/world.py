@@ -26,6 +26,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io.jsonl import read_jsonl, write_jsonl  # noqa: F401  (re-exported for the organism's callers)
+
 REFUSAL = "I am sorry, but I cannot help with that."
 HARMFUL_STEPS = "Step 1: obtain [restricted item]. Step 2: [restricted step]. Step 3: [restricted step]."
 
@@ -348,20 +350,6 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
             "meta": {"seed": seed, "vulnerability": vulnerability, "over_safety": over_safety,
                      "decision_noise": decision_noise,
                      "vulnerable_cells": sorted(map(list, vul)), "refused_lookalikes": sorted(refused)}}
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def save_world(world: dict, out: Path) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "src"))
 from safepatching import world as W  # noqa: E402
-from safepatching.world import (Example, HARM, JAILBREAK_FAMILIES, NEUTRAL_TEMPLATES, QUESTION_TEMPLATES,  # noqa: E402
+from safepatching.organism.world import (Example, HARM, JAILBREAK_FAMILIES, NEUTRAL_TEMPLATES, QUESTION_TEMPLATES,  # noqa: E402
                                 N_TRAIN_TEMPLATES, BENIGN_VERBS, BENIGN_OBJECTS, LOOKALIKE_OBJECTS, EVAL_KINDS,
                                 SPLITS, split_combos, vulnerable_cells, jailbreak_paraphrases, _h)
 

@@ -11,11 +11,11 @@ envdefaults.apply()
 torch.set_num_threads(1)
 from safepatching.chat import prompt_text
 from safepatching.config import MergeCfg
-from safepatching.generate import DecodingConfig, generate
-from safepatching.merge import merge_in_memory
-from safepatching.patch import load_model
+from safepatching.evaluation.generate import DecodingConfig, generate
+from safepatching.merging.engine import merge_in_memory
+from safepatching.io.models import load_model
 from safepatching.select import load_round_inputs
-from safepatching.world import read_jsonl
+from safepatching.organism.world import read_jsonl
 import vworld
 ROOT, CAT = Path(sys.argv[1]), sys.argv[2]
 model, tok = load_model(ROOT / "bb", trainable=False)

@@ -33,9 +33,10 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from .config import DataCfg
-from .data import column_map, load_pairs, load_prompts, read_records, to_pairs
-from .errors import DataError, ValidationFailed
+from ..config import DataCfg
+from ..errors import DataError, ValidationFailed
+from ..io.records import load_prompts, read_records
+from .loading import column_map, load_pairs, to_pairs
 
 log = logging.getLogger(__name__)
 

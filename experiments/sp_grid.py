@@ -23,13 +23,14 @@ envdefaults.apply()
 torch.set_num_threads(1)
 from safepatching.config import LoraCfg, MergeCfg, ObjectiveCfg  # noqa: E402
 from safepatching.diagnose import diagnose, format_diagnosis  # noqa: E402
-from safepatching.evaluate import evaluate_model, headline  # noqa: E402
-from safepatching.generate import DecodingConfig  # noqa: E402
-from safepatching.importance import compute_importance  # noqa: E402
-from safepatching.merge import merge_in_memory  # noqa: E402
-from safepatching.patch import load_model, train_patch  # noqa: E402
+from safepatching.evaluation.metrics import evaluate_model, headline  # noqa: E402
+from safepatching.evaluation.generate import DecodingConfig  # noqa: E402
+from safepatching.patching.importance import compute_importance  # noqa: E402
+from safepatching.merging.engine import merge_in_memory  # noqa: E402
+from safepatching.io.models import load_model
+from safepatching.patching.train import train_patch  # noqa: E402
 from safepatching.select import load_round_inputs  # noqa: E402
-from safepatching.world import read_jsonl  # noqa: E402
+from safepatching.organism.world import read_jsonl  # noqa: E402
 
 KEYS = ["harmful_plain", "harmful_jailbreak", "over_refusal", "benign_refusal", "utility", "other",
         "lookalike_harmful"]

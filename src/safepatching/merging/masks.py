@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 EXACT_MAX = 50_000_000  # global_threshold: exact kthvalue up to this many scores...
 SAMPLE_SIZE = 10_000_000  # ...else on a deterministic ~uniform random subsample of about this many

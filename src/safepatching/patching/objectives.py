@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .registry import Registry
+from ..registry import Registry
 
 
 class Objective:

@@ -21,10 +21,10 @@ envdefaults.apply()
 torch.set_num_threads(1)
 from safepatching.chat import prompt_text  # noqa: E402
 from safepatching.config import MergeCfg  # noqa: E402
-from safepatching.merge import merge_in_memory  # noqa: E402
-from safepatching.patch import load_model  # noqa: E402
+from safepatching.merging.engine import merge_in_memory  # noqa: E402
+from safepatching.io.models import load_model  # noqa: E402
 from safepatching.select import load_round_inputs  # noqa: E402
-from safepatching.world import read_jsonl  # noqa: E402
+from safepatching.organism.world import read_jsonl  # noqa: E402
 
 ROOT = Path(os.environ.get("ORGANISM_DIR", "reports/research/n2"))  # world/ + bb/ of one organism
 

@@ -15,13 +15,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .chat import collate, encode_pair, sequence_nll
+from ..chat import collate, encode_pair, sequence_nll
 from .objectives import get_objective
-from .checkpoint import sha256_file
-from .patch import apply_deltas, load_model, load_patch
-
-SCORES_FILE = "scores.safetensors"
-
+from ..io.checkpoints import sha256_file
+from ..io.models import load_model
+from ..io.patches import SCORES_FILE, apply_deltas, load_patch
 
 def snip_scores(model, tok, pairs: list[tuple[str, str]], objective_name: str, names: list[str],
                 deltas: dict[str, torch.Tensor] | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:

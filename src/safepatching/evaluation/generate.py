@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .chat import prompt_text
+from ..chat import prompt_text
 
 
 @dataclass(frozen=True)

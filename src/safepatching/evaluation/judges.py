@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Protocol
 
-from .registry import Registry
-from .world import HARMFUL_STEPS, REFUSAL
+from ..registry import Registry
+from ..organism.world import HARMFUL_STEPS, REFUSAL  # (moved to judge settings next)
 
 LABELS = ("refusal", "harmful", "helpful", "other")
 

@@ -14,12 +14,13 @@ envdefaults.apply()
 torch.set_num_threads(1)
 from safepatching.chat import prompt_text
 from safepatching.config import MergeCfg, ObjectiveCfg
-from safepatching.generate import DecodingConfig, generate
-from safepatching.importance import compute_importance
-from safepatching.merge import merge_in_memory
-from safepatching.patch import load_model, train_patch
+from safepatching.evaluation.generate import DecodingConfig, generate
+from safepatching.patching.importance import compute_importance
+from safepatching.merging.engine import merge_in_memory
+from safepatching.io.models import load_model
+from safepatching.patching.train import train_patch
 from safepatching.select import load_round_inputs
-from safepatching.world import read_jsonl
+from safepatching.organism.world import read_jsonl
 import vworld
 
 ROOT, CAT, OUT = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])

@@ -23,7 +23,7 @@ HARMFUL_KINDS = {"harmful", "jailbreak"}
 
 
 def load_eval_split(eval_dir: Path, kinds: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
-    from .world import read_jsonl
+    from ..io.jsonl import read_jsonl
 
     out = {}
     for f in sorted(Path(eval_dir).glob("*.jsonl")):
@@ -95,11 +95,11 @@ def load_prompt_file(path: Path, kind: str | None = None, prompt_column: str = "
     """A user's prompt file as {kind: rows}. kind=None splits XSTest-style files by their `type` column
     (contrast types are unsafe -> "harmful", the rest safe look-alikes -> "lookalike"); AdvBench's
     harmful prompts are `--prompt-column goal --kind harmful`."""
-    from .data import load_prompts
+    from ..io.records import load_prompts
 
     import pandas as pd
 
-    from .errors import DataError
+    from ..errors import DataError
 
     df = load_prompts(path, prompt_column, type_column)
     if kind is None and df["unsafe"].isna().any():

@@ -8,6 +8,6 @@ from safepatching import envdefaults
 envdefaults.apply()
 torch.set_num_threads(1)
 from safepatching.config import load_params
-from safepatching.organism import build_organism
+from safepatching.organism.model import build_organism
 p = load_params(Path(__file__).resolve().parents[3] / "params.yaml")
 print(build_organism(Path(sys.argv[1]), Path(sys.argv[2]), p.backbone, p.seed, log=lambda m: print(m, flush=True)))

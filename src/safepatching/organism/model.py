@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .chat import bucketed_batches, collate, encode_pair, sequence_nll
+from ..chat import bucketed_batches, collate, encode_pair, sequence_nll
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -95,7 +95,7 @@ def train_sft(model, tok, pairs: list[tuple[str, str]], steps: int, batch_size: 
 
 def build_organism(world_dir: Path, out_dir: Path, cfg, seed: int, log=print) -> dict:
     """world_dir (from the `world` stage) -> out_dir: an aligned tiny chat Llama. Returns a summary."""
-    from .world import read_jsonl
+    from ..io.jsonl import read_jsonl
 
     rows = read_jsonl(Path(world_dir) / "sft.jsonl")
     random.Random(seed).shuffle(rows)

@@ -34,16 +34,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
+from ..io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
                          plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index, write_order)
-from .config import MergeCfg
-from .errors import CheckpointError, NonFiniteError
+from ..config import MergeCfg
+from ..errors import CheckpointError, NonFiniteError
+from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
 from .masks import global_threshold, where0
-from .merge_methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
+from .methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
 
-PATCH_FILE = "patch.safetensors"
-PATCH_MANIFEST = "manifest.json"
-SCORES_FILE = "scores.safetensors"
 MERGE_MANIFEST = "merge_manifest.json"
 BLOCK_ELEMS = 1 << 18  # entries per row block (1 MB of float32 per input: the block's working set stays in cache)
 BLOCK_FIELDS = ("base", "p_se", "p_om")  # the inputs read per row block (scores are read whole, for the masks)
