@@ -31,77 +31,82 @@ KEYS = ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other"
 ABLATIONS = ("se_only", "om_only", "intersection", "task_arithmetic", "ties")
 
 
+def seed_params(params, seed: int, rounds: int):
+    """The study's params for one seed: the shipped ones with this seed and one round per harmful category."""
+    from safepatching.config import parse_params
+    from safepatching.organism.world import CATEGORIES
+
+    data = params.model_dump(mode="json")
+    data["seed"] = seed
+    data["patch"]["seed"] = seed
+    names = [f"r{i + 1}" for i in range(rounds)]
+    data["rounds"] = {n: {"batch": f"data/world/batches/{cat}.jsonl", "parent": names[i - 1] if i else "backbone"}
+                      for i, (n, cat) in enumerate(zip(names, CATEGORIES[:rounds]))}
+    return parse_params(data, f"study seed {seed}")
+
+
 def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
+    """One seed's world, backbone and `rounds` continual rounds, through the pipeline's own round steps (each seed
+    is a project folder under `out`), plus test-split metrics of every ablation on each round's patches."""
     import torch
 
-    from safepatching.batches.loading import load_pairs
-    from safepatching.evaluation.metrics import evaluate_model, headline
+    from safepatching.config import merge_settings
     from safepatching.evaluation.generate import DecodingConfig
-    from safepatching.patching.importance import compute_importance
-    from safepatching.merging.engine import merge_checkpoint, merge_in_memory
-    from safepatching.organism.model import build_organism
+    from safepatching.evaluation.metrics import evaluate_rows, headline, load_eval_split
+    from safepatching.io.checkpoints import atomic_dir
     from safepatching.io.models import load_model
-from safepatching.patching.train import train_patch
-    from safepatching.select import load_round_inputs, select_round
-    from safepatching.organism.world import CATEGORIES, build_world, save_world
+    from safepatching.merging.engine import merge_in_memory
+    from safepatching.organism.model import build_organism
+    from safepatching.organism.world import build_world, save_world
+    from safepatching.round import Project, RoundLayout
+    from safepatching.round.steps import evaluate as ev_step, merge as merge_step, patch, score, select, validate
+    from safepatching.select import load_round_inputs
 
+    params = seed_params(params, seed, rounds)
+    project = Project(out / f"seed{seed}")
     w = params.world
-    d = out / f"seed{seed}"
     save_world(build_world(seed, w.vulnerability, w.over_safety, w.n_reverse_train, w.max_eval_per_kind,
-                           w.decision_noise), d / "world")
+                           w.decision_noise), project.world)
     t0 = time.time()
-    if not (d / "backbone" / "model.safetensors").exists():
-        build_organism(d / "world", d / "backbone", params.backbone, seed, log=lambda m: None)
+    if not (project.model("backbone") / "model.safetensors").exists():
+        with atomic_dir(project.model("backbone"), overwrite=True) as tmp:
+            build_organism(project.world, tmp, params.backbone, seed, log=lambda m: None)
     log(f"seed {seed}: backbone in {time.time() - t0:.0f}s")
     dec = DecodingConfig(params.eval.max_new_tokens, params.eval.batch_size)
-    test = d / "world" / "eval" / "test"
+    test = load_eval_split(project.eval_split("test"))
+    judge = params.eval.decide_with
 
     def ev(model, tok) -> dict:
-        met, _ = evaluate_model(model, tok, test, ("exact",), dec, samples_per_kind=0)
-        return headline(met)
+        met, _ = evaluate_rows(model, tok, test, {judge: params.eval.judges[judge]}, dec, samples_per_kind=0)
+        return headline(met, judge)
 
-    model, tok = load_model(d / "backbone", trainable=False)
-    res = {"seed": seed, "backbone": ev(model, tok), "rounds": []}
-    parent = d / "backbone"
-    for i, cat in enumerate(CATEGORIES[:rounds]):
-        rd = d / f"r{i + 1}"
-        df = load_pairs(d / "world" / "batches" / f"{cat}.jsonl", params.data)
-        pairs = list(zip(df["prompt"], df["response"]))
-        pcfg = params.patch.model_copy(update={"seed": seed})
-        for kind, obj in (("se", pcfg.se), ("om", pcfg.om)):
-            train_patch(parent, pairs, rd / kind, obj, pcfg.backend, pcfg.lora, seed, log=lambda m: None)
-            compute_importance(parent, rd / kind, pairs, rd / f"scores_{kind}", params.importance.score,
-                               params.importance.n_samples, params.importance.batch_size, seed, log=lambda m: None)
-        chosen = select_round(parent, rd, d / "world" / "eval" / "val", params.select, params.merge, params.eval,
-                              rd / "select", title=f"seed {seed} round {i + 1} ({cat})", log=lambda m: None)
+    quiet = lambda m: None  # noqa: E731
+    res = {"seed": seed, "backbone": ev_step.evaluate(params, project.backbone(), "test"), "rounds": []}
+    for name in params.rounds:
+        lay = RoundLayout.of(params, name, project.root)
+        validate.validate(params, lay, log=quiet)
+        for kind in ("se", "om"):
+            patch.train_patch(params, lay, kind, log=quiet)
+        score.score(params, lay, log=quiet)
+        chosen = select.select(params, lay, log=quiet)
+        merge_step.merge(params, lay, log=quiet)
         # test-split metrics of the chosen point and of each ablation (same patches, same scores)
-        model, tok = load_model(parent, trainable=False)
+        model, tok = load_model(lay.parent_model, trainable=False)
         base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        inputs = load_round_inputs(rd)
-        rows = {"parent": ev(model, tok)}
-        from safepatching.config import MergeCfg
-
-        chosen_cfg = MergeCfg(**chosen["merge"]) if chosen.get("merge") else None
-        for name in ("safepatching",) + ABLATIONS:
-            if name == "safepatching":
-                if chosen_cfg is None:
-                    rows[name] = rows["parent"]
-                    continue
-                cfg = chosen_cfg
-            else:
-                cfg = params.merge.model_copy(update={"method": name, "alpha": 1.0, "beta": 1.0, "p": 1.0})
+        inputs = load_round_inputs(lay)
+        rows = {"parent": ev(model, tok), "safepatching": ev_step.evaluate(params, lay, "test")}
+        for method in ABLATIONS:
+            cfg = next(pt for pt in params.select.points() if pt.method == method) if method in params.select.grid \
+                else merge_settings({"method": method})
             with torch.no_grad():
                 model.load_state_dict(merge_in_memory(base_sd, inputs[0], inputs[1], cfg, inputs[2], inputs[3]))
-            rows[name] = ev(model, tok)
-        nxt = rd / "model"
-        merge_checkpoint(parent, rd / "se", rd / "om", nxt, chosen_cfg or params.merge.model_copy(update={"alpha": 0.0, "beta": 0.0}),
-                         se_scores=rd / "scores_se", om_scores=rd / "scores_om", overwrite=True)
+            rows[method] = ev(model, tok)
+        cat = params.round(name).batch.rsplit("/", 1)[-1].removesuffix(".jsonl")
         res["rounds"].append({"category": cat, "chosen": chosen.get("label"), "feasible": chosen["feasible"],
                               "rule": chosen.get("rule"), "merge": chosen.get("merge"), "test": rows,
-                              "diagnosis": json.loads((rd / "select" / "diagnosis.json").read_text())["total"]})
-        log(f"seed {seed} round {i + 1} ({cat}): chose {chosen.get('label')} (feasible={chosen['feasible']}); "
+                              "diagnosis": json.loads(lay.diagnosis.read_text())["total"]})
+        log(f"seed {seed} round {name} ({cat}): chose {chosen.get('label')} (feasible={chosen['feasible']}); "
             + ", ".join(f"{k} {rows['safepatching'][k]:.1f}" for k in KEYS))
-        parent = nxt
     return res
 
 

@@ -13,15 +13,19 @@ envdefaults.apply()
 
 from safepatching.config import Params, load_params  # noqa: E402
 from safepatching.errors import SafePatchingError  # noqa: E402
+from safepatching.round.layout import RoundLayout  # noqa: E402
 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def parser(desc: str) -> argparse.ArgumentParser:
+def parser(desc: str, round: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=desc)
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--root", default=".", help="project root (artefact paths are relative to it)")
+    if round:
+        p.add_argument("--round", required=True)
     return p
 
 
@@ -39,3 +43,9 @@ def run(fn: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentPa
     proc = time.time() - psutil.Process().create_time()
     log(f"[{p.prog}] done in {proc:.1f}s (process; {time.time() - t0:.1f}s after imports)")
     return 0
+
+
+def round_run(step: Callable[[argparse.Namespace, Params, RoundLayout], object], p: argparse.ArgumentParser,
+              argv: list[str] | None) -> int:
+    """A round stage: parse -> the round's layout -> one step."""
+    return run(lambda args, params: step(args, params, RoundLayout.of(params, args.round, args.root)), p, argv)

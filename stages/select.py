@@ -2,22 +2,14 @@
 
 import sys
 
-from stages._cli import parser, run
+from stages._cli import log, parser, round_run
 
-from safepatching.paths import EVAL, model_dir, round_dir
-from safepatching.select import select_round
+from safepatching.round.steps.select import select
 
 
 def main(argv=None) -> int:
-    p = parser(__doc__)
-    p.add_argument("--round", required=True)
-
-    def go(args, params):
-        r = params.round(args.round)
-        select_round(model_dir(r.parent), round_dir(args.round), EVAL / "val", params.select,
-                     params.merge_for(args.round), params.eval, round_dir(args.round) / "select",
-                     title=f"round {args.round} (validation)")
-    return run(go, p, argv)
+    return round_run(lambda args, params, layout: select(params, layout, log=log), parser(__doc__, round=True),
+                     argv)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ def test_shipped_params_have_three_chained_rounds():
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(ConfigError, match=r"merge\.alpah: unknown key"):
-        parse_params({"merge": {"alpah": 1.0}})
+    with pytest.raises(ConfigError, match=r"merge: .*'safepatching': alpah: unknown key"):
+        parse_params({"merge": {"method": "safepatching", "alpah": 1.0}})
 
 
 def test_bad_value_is_named():
@@ -47,8 +47,8 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 def test_round_overrides_merge():
-    p = parse_params({"rounds": {"r1": {"batch": "b", "parent": "backbone", "merge": {"alpha": 0.25}}}})
-    assert p.merge_for("r1").alpha == 0.25 and p.merge.alpha == 1.0
+    p = parse_params({"rounds": {"r1": {"batch": "b", "parent": "backbone", "merge": {"method": "ties", "alpha": 0.25}}}})
+    assert p.merge_for("r1").alpha == 0.25 and p.merge_for("r1").density == 0.2 and p.merge.alpha == 1.0
     with pytest.raises(ConfigError, match="no round named"):
         p.round("zz")
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["rounds"]["r1"]["parent"] == "backbone"

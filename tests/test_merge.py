@@ -13,12 +13,12 @@ import safepatching.merging.masks as masks_mod
 import safepatching.merging.engine as merge_mod
 from safepatching.io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
                                      load_state_dict, save_sharded, sha256_dir)
-from safepatching.config import MergeCfg
+from safepatching.config import MergeSettings, merge_settings
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
 from safepatching.merging.masks import (difference_sets, global_threshold, keep_count, name_seed, random_mask, topk_mask,
                                 where0)
 from safepatching.merging.engine import MergeStats, merge_checkpoint, merge_in_memory, row_blocks
-from safepatching.merging.methods import TensorInputs, get_merge, known_merges, register_merge
+from safepatching.merging.method import TensorInputs, get_merge, known_merges, register_merge
 
 SE_NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
             "model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.v_proj.weight",
@@ -26,7 +26,18 @@ SE_NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight
 OM_NAMES = ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight",
             "model.layers.1.self_attn.v_proj.weight", "model.layers.1.mlp.gate_proj.weight",
             "model.layers.1.mlp.down_proj.weight", "lm_head.weight"]
-CFG = MergeCfg(method="safepatching", alpha=0.8, beta=1.3, p=0.7, a=30, b=20, seed=3)
+def settings(**kw) -> MergeSettings:
+    """A merge method's settings (default method: safepatching), validated by its registered model."""
+    return merge_settings({"method": "safepatching", **kw})
+
+
+def for_method(method: str, **upd) -> MergeSettings:
+    """CFG's values for the settings `method` has, with `upd` on top."""
+    fields = get_merge(method).settings.model_fields
+    return settings(**{**{k: v for k, v in CFG.model_dump().items() if k in fields}, **upd, "method": method})
+
+
+CFG = settings(method="safepatching", alpha=0.8, beta=1.3, p=0.7, a=30, b=20, seed=3)
 
 
 def _write_patch(folder: Path, tensors: dict[str, torch.Tensor], fname: str) -> Path:
@@ -65,11 +76,11 @@ def world(tmp_path_factory):
     }
 
 
-def _stream(w, out: Path, cfg: MergeCfg, **kw) -> dict:
+def _stream(w, out: Path, cfg: MergeSettings, **kw) -> dict:
     return merge_checkpoint(w["base"], w["se"], w["om"], out, cfg, w["sse"], w["som"], **kw)
 
 
-def _mem(w, cfg: MergeCfg, **kw) -> dict[str, torch.Tensor]:
+def _mem(w, cfg: MergeSettings, **kw) -> dict[str, torch.Tensor]:
     return merge_in_memory(w["sd"], w["p_se"], w["p_om"], cfg, w["s_se"], w["s_om"], **kw)
 
 
@@ -83,7 +94,7 @@ def test_base_is_sharded(world):
 
 @pytest.mark.parametrize("method", known_merges())
 def test_alpha_beta_zero_is_backbone(world, method):
-    assert _same(_mem(world, CFG.model_copy(update={"method": method, "alpha": 0.0, "beta": 0.0})), world["sd"])
+    assert _same(_mem(world, for_method(method, alpha=0.0, beta=0.0)), world["sd"])
 
 
 def test_bf16_base_stays_bf16(world):
@@ -114,7 +125,7 @@ def test_alpha_beta_zero_streaming_bit_exact(world, tmp_path):
 @pytest.mark.parametrize("compose", ["sequential", "union"])
 def test_full_masks_equal_task_arithmetic(world, compose):
     cfg = CFG.model_copy(update={"p": 1.0, "a": 100.0, "b": 100.0, "difference": False, "compose": compose})
-    ta = _mem(world, cfg.model_copy(update={"method": "task_arithmetic"}))
+    ta = _mem(world, for_method("task_arithmetic", alpha=cfg.alpha, beta=cfg.beta))
     assert _same(_mem(world, cfg), ta)
     assert not torch.equal(ta[SE_NAMES[1]], world["sd"][SE_NAMES[1]])
 
@@ -171,7 +182,8 @@ VARIANTS = [{"method": m} for m in known_merges()] + [
 @pytest.mark.parametrize("upd", VARIANTS, ids=lambda u: "-".join(str(v) for v in u.values()))
 def test_streaming_equals_in_memory(world, tmp_path, upd, block, monkeypatch):
     monkeypatch.setattr(merge_mod, "BLOCK_ELEMS", block)  # 100: 1-3 rows per block, uneven last block
-    cfg = CFG.model_copy(update=upd)
+    upd = dict(upd)
+    cfg = for_method(upd.pop("method", "safepatching"), **upd)
     stats = MergeStats()
     mem = _mem(world, cfg, stats=stats)
     man = _stream(world, tmp_path / "out", cfg)
@@ -189,7 +201,7 @@ def test_streaming_equals_in_memory(world, tmp_path, upd, block, monkeypatch):
 def test_reload_gives_same_logits(world, tmp_path, method):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    cfg = CFG.model_copy(update={"method": method})
+    cfg = for_method(method)
     man = _stream(world, tmp_path / "out", cfg)
     assert man["parents"]["base"]["sha256"] == sha256_dir(world["base"])
     assert man["parents"]["se_patch"]["manifest"] == {"objective": "se"}
@@ -214,7 +226,7 @@ def test_nan_patch_refused_and_nothing_written(world, tmp_path):
     assert not out.exists() and not list(tmp_path.glob("out*"))
     with pytest.raises(NonFiniteError, match="produced NaN"):
         merge_in_memory(world["sd"], {name: torch.full_like(bad[name], 1e30)}, None,
-                        MergeCfg(method="se_only", alpha=1e10))
+                        settings(method="se_only", alpha=1e10))
 
 
 def test_existing_out_not_overwritten(world, tmp_path):
@@ -239,7 +251,7 @@ def test_unknown_method_lists_known(world, tmp_path):
         register_merge("ties")(lambda t, cfg: None)
 
 
-def _unit(cfg: MergeCfg, shape=(40, 30), seed=0) -> tuple[TensorInputs, torch.Tensor, torch.Tensor]:
+def _unit(cfg: MergeSettings, shape=(40, 30), seed=0) -> tuple[TensorInputs, torch.Tensor, torch.Tensor]:
     """Inputs with base 0 and all-ones patches: the merged tensor is α·M_SE + β·M_OM (times 1/p if rescaled)."""
     g = torch.Generator().manual_seed(seed)
     s_se, s_om = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
@@ -249,7 +261,7 @@ def _unit(cfg: MergeCfg, shape=(40, 30), seed=0) -> tuple[TensorInputs, torch.Te
 
 def test_rescale_multiplies_kept_entries(world):
     for compose in ("sequential", "union"):
-        cfg = MergeCfg(alpha=1.0, beta=0.0, p=0.5, a=20, b=20, compose=compose)
+        cfg = settings(alpha=1.0, beta=0.0, p=0.5, a=20, b=20, compose=compose)
         t, _, _ = _unit(cfg)
         off = get_merge("safepatching")(t, cfg)
         on = get_merge("safepatching")(t, cfg.model_copy(update={"rescale": True}))
@@ -268,7 +280,7 @@ def test_rescale_multiplies_kept_entries(world):
 
 def test_union_vs_sequential_as_documented():
     p = 0.6
-    base_cfg = MergeCfg(alpha=1.0, beta=0.0, p=p, a=25, b=25, seed=5)
+    base_cfg = settings(alpha=1.0, beta=0.0, p=p, a=25, b=25, seed=5)
     t, s_se, s_om = _unit(base_cfg)
     r_se, r_om = random_mask(t.base.shape, p, 5, "w/se"), random_mask(t.base.shape, p, 5, "w/om")
     ninf = float("-inf")
@@ -289,11 +301,11 @@ def test_union_vs_sequential_as_documented():
 
 
 def test_ties_merges_by_elected_sign():
-    cfg = MergeCfg(method="ties", alpha=1.0, beta=1.0, ties_density=1.0)
+    cfg = settings(method="ties", alpha=1.0, beta=1.0, density=1.0)
     base = torch.zeros(4)
     t = TensorInputs("v", base, torch.tensor([1.0, -2.0, 3.0, 0.0]), torch.tensor([3.0, 1.0, -1.0, 2.0]))
     assert torch.equal(get_merge("ties")(t, cfg), torch.tensor([2.0, -2.0, 3.0, 2.0]))
-    trimmed = get_merge("ties")(t, cfg.model_copy(update={"ties_density": 0.5}))
+    trimmed = get_merge("ties")(t, cfg.model_copy(update={"density": 0.5}))
     assert torch.equal(trimmed, torch.tensor([3.0, -2.0, 3.0, 2.0]))
 
 
@@ -306,10 +318,10 @@ def test_bad_inputs_refused(world, tmp_path):
     n = SE_NAMES[1]
     wrong = _write_patch(tmp_path / "wrong", {n: torch.zeros(3, 3)}, "patch.safetensors")
     with pytest.raises(CheckpointError, match=r"shape mismatch.*\(3, 3\).*\(32, 32\)"):
-        merge_checkpoint(world["base"], wrong, None, tmp_path / "out", MergeCfg(method="se_only"))
+        merge_checkpoint(world["base"], wrong, None, tmp_path / "out", settings(method="se_only"))
     alien = _write_patch(tmp_path / "alien", {"nope.weight": torch.zeros(3)}, "patch.safetensors")
     with pytest.raises(CheckpointError, match="nope.weight"):
-        merge_checkpoint(world["base"], alien, None, tmp_path / "out", MergeCfg(method="se_only"))
+        merge_checkpoint(world["base"], alien, None, tmp_path / "out", settings(method="se_only"))
     with pytest.raises(CheckpointError, match="needs importance scores"):
         merge_checkpoint(world["base"], world["se"], None, tmp_path / "out", CFG)
     assert not (tmp_path / "out").exists()

@@ -36,7 +36,7 @@ def test_evaluation_reports_every_metric(tiny_organism, world_dir):
     m = AutoModelForCausalLM.from_pretrained(tiny_organism)
     tok = AutoTokenizer.from_pretrained(tiny_organism)
     met, samples = evaluate_model(m, tok, world_dir / "eval" / "val", decoding=DecodingConfig(8, 128), samples_per_kind=2)
-    h = headline(met)
+    h = headline(met, "exact")
     for k in ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other"):
         assert 0.0 <= h[k] <= 100.0
     assert set(met) == {"exact", "keyword"} and len(samples["utility"]) == 2

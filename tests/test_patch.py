@@ -26,7 +26,9 @@ def test_objective_registry():
     nll = torch.tensor([1.0, 3.0])
     assert get_objective("ga").loss(nll).item() == -2.0
     assert get_objective("gd").loss(nll).item() == 2.0
-    npo = get_objective("npo", npo_beta=0.5)
+    from safepatching.patching.objectives import NpoCfg
+
+    npo = get_objective("npo", NpoCfg(objective="npo", beta=0.5))
     # at the reference point NPO = (2/beta) * log 2, and it is bounded below by 0 as NLL grows
     assert npo.loss(nll, nll).item() == pytest.approx(4 * torch.log(torch.tensor(2.0)).item())
     assert 0 < npo.loss(nll + 50, nll).item() < 1e-3

@@ -142,9 +142,9 @@ def harness():
 
 def _versions(project):
     from safepatching.config import load_params
-    from safepatching.ops.tracking import Registry
+    from safepatching.ops.tracking import ModelRegistry
 
-    return Registry.from_params(load_params(project / "params.yaml"), project).versions()
+    return ModelRegistry.from_params(load_params(project / "params.yaml"), project).versions()
 
 
 @pytest.fixture

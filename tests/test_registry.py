@@ -93,10 +93,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _registry(root: Path, db: Path):
-    from safepatching.ops.tracking import Registry
+    from safepatching.ops.tracking import ModelRegistry
 
     shutil.copy(db, root / "mlflow.db")
-    return Registry("sqlite:///mlflow.db", MODEL, root=root, max_new_tokens=4)
+    return ModelRegistry("sqlite:///mlflow.db", MODEL, root=root, max_new_tokens=4)
 
 
 def _register(reg, model_dir: Path, round_name: str, metrics: dict, reference: dict | None,

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from safepatching.config import MergeCfg, SelectCfg
+from safepatching.config import DEFAULT_MERGE, SelectCfg, merge_settings
 from safepatching.diagnose import diagnose, format_diagnosis, layer_of
-from safepatching.select import candidate_grid, choose, harm_score, pareto_front, plot_pareto
+from safepatching.select import choose, harm_score, pareto_front, plot_pareto
 
 PARENT = {"harmful_plain": 2.0, "harmful_jailbreak": 60.0, "over_refusal": 50.0, "utility": 99.0, "other": 1.0}
 
@@ -14,8 +14,12 @@ def pt(label, **m):
     return {"label": label, "merge": {"method": label}, "metrics": {**PARENT, **m}}
 
 
+def MergeCfg(**kw):
+    return merge_settings({**DEFAULT_MERGE, **kw})
+
+
 def test_grid_covers_methods_without_retraining_knobs():
-    g = candidate_grid(SelectCfg(), MergeCfg())
+    g = SelectCfg().points()
     methods = [c.method for c in g]
     assert methods.count("safepatching") == 16 and methods.count("intersection") == 4
     assert {"se_only", "om_only", "task_arithmetic", "ties"} <= set(methods)

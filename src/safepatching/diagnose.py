@@ -2,8 +2,9 @@
 
 Per layer (tensors grouped by `layers.<i>`, plus embed / head / other):
   cos        cosine of P_SE and P_OM (flattened over the layer)
-  overlap    |T_SE ∩ T_OM| / min(|T_SE|, |T_OM|): how much the two top-k importance sets coincide
-  kept_se    share of ||P_SE||² kept by the merge's SE mask (likewise kept_om)
+  overlap    |T_SE ∩ T_OM| / min(|T_SE|, |T_OM|): how much the two top-k importance sets coincide, ranked as the
+             merge ranks (its `ranking`, with its global thresholds); only for methods that rank scores
+  kept_se    L2 share of P_SE kept by the merge's SE mask, ||M_SE ⊙ P_SE|| / ||P_SE|| (likewise kept_om)
   n_se/n_om  number of parameters kept by each mask (the layer distribution)
 The masks are the merge method's own (via merge_in_memory's stats hook), so the numbers describe
 exactly what the merge applies.
@@ -18,7 +19,7 @@ from collections import defaultdict
 
 import torch
 
-from .config import MergeCfg
+from .config import MergeSettings
 from .merging.masks import topk_mask
 
 
@@ -36,7 +37,7 @@ def layer_of(name: str) -> str:
 class _Collector:
     """A `stats` hook for merge_in_memory: gets each tensor's inputs and the exact masks the merge used."""
 
-    def __init__(self, cfg: MergeCfg):
+    def __init__(self, cfg: MergeSettings):
         self.cfg = cfg
         self.acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
@@ -54,10 +55,10 @@ class _Collector:
         L["n_se"] += float(k_se.sum())
         L["n_om"] += float(k_om.sum())
         L["numel"] += a.numel()
-        if t.s_se is not None and t.s_om is not None:  # overlap of the plain top-a / top-b sets
-            ranking = "per_tensor" if self.cfg.ranking == "global" else self.cfg.ranking
-            t_se = topk_mask(t.s_se.float(), self.cfg.a, ranking, t.thr_se)
-            t_om = topk_mask(t.s_om.float(), self.cfg.b, ranking, t.thr_om)
+        ranked = all(hasattr(self.cfg, k) for k in ("a", "b", "ranking"))
+        if ranked and t.s_se is not None and t.s_om is not None:  # overlap of the plain top-a / top-b sets
+            t_se = topk_mask(t.s_se.float(), self.cfg.a, self.cfg.ranking, t.thr_se)
+            t_om = topk_mask(t.s_om.float(), self.cfg.b, self.cfg.ranking, t.thr_om)
             L["inter"] += float((t_se & t_om).sum())
             L["tse"] += float(t_se.sum())
             L["tom"] += float(t_om.sum())
@@ -70,7 +71,7 @@ def _dense(keep, like: torch.Tensor) -> torch.Tensor:
 
 
 def diagnose(p_se: dict[str, torch.Tensor], p_om: dict[str, torch.Tensor], s_se: dict[str, torch.Tensor],
-             s_om: dict[str, torch.Tensor], cfg: MergeCfg) -> dict:
+             s_om: dict[str, torch.Tensor], cfg: MergeSettings) -> dict:
     """Per-layer diagnosis of the two patches under `cfg`, using the exact masks of the merge itself."""
     from .merging.engine import merge_in_memory
 
@@ -90,7 +91,8 @@ def _summ(L: dict) -> dict:
     eps = 1e-30
     return {"cos": round(L["dot"] / ((L["nse"] * L["nom"]) ** 0.5 + eps), 4),
             "overlap": round(L["inter"] / (min(L["tse"], L["tom"]) + eps), 4),
-            "kept_se": round(L["kse"] / (L["nse"] + eps), 4), "kept_om": round(L["kom"] / (L["nom"] + eps), 4),
+            "kept_se": round((L["kse"] / (L["nse"] + eps)) ** 0.5, 4),
+            "kept_om": round((L["kom"] / (L["nom"] + eps)) ** 0.5, 4),
             "n_se": int(L["n_se"]), "n_om": int(L["n_om"]), "numel": int(L["numel"])}
 
 

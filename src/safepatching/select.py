@@ -14,30 +14,15 @@ is chosen (marked infeasible); if none does, the parent itself (α = β = 0: no 
 
 from __future__ import annotations
 
-import itertools
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from .config import MergeCfg, SelectCfg
+from .config import EvalCfg, MergeSettings, SelectCfg
+from .round.layout import RoundLayout
 
 SCALAR_KEYS = ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other", "lookalike_harmful")
-
-
-def candidate_grid(sel: SelectCfg, base: MergeCfg) -> list[MergeCfg]:
-    grid: list[MergeCfg] = []
-    for m in sel.methods:
-        if m == "safepatching":
-            for p, a, b, al, be in itertools.product(sel.p, sel.a, sel.b, sel.alphas, sel.betas):
-                grid.append(base.model_copy(update=dict(method=m, p=p, a=a, b=b, alpha=al, beta=be)))
-        elif m == "intersection":
-            for a, b in itertools.product(sel.a, sel.b):
-                grid.append(base.model_copy(update=dict(method=m, a=a, b=b, p=1.0, alpha=1.0, beta=1.0)))
-        else:
-            grid.append(base.model_copy(update=dict(method=m, p=1.0, alpha=1.0, beta=1.0)))
-    return grid
 
 
 def harm_score(h: dict) -> float:
@@ -71,14 +56,6 @@ def pareto_front(results: list[dict]) -> list[int]:
         if not any((h2 <= h and o2 <= o) and (h2 < h or o2 < o) for h2, o2 in pts):
             front.append(i)
     return front
-
-
-def label(cfg: MergeCfg) -> str:
-    if cfg.method == "safepatching":
-        return f"sp p={cfg.p:g} a={cfg.a:g} b={cfg.b:g} α={cfg.alpha:g} β={cfg.beta:g}"
-    if cfg.method == "intersection":
-        return f"intersection a={cfg.a:g} b={cfg.b:g}"
-    return cfg.method
 
 
 def plot_pareto(results: list[dict], parent: dict, chosen: dict, path: Path, title: str = "") -> None:
@@ -115,34 +92,37 @@ def plot_pareto(results: list[dict], parent: dict, chosen: dict, path: Path, tit
     plt.close(fig)
 
 
-def load_round_inputs(artifacts: Path) -> tuple[dict, dict, dict, dict]:
-    """(P_SE, P_OM, S_SE, S_OM) of a round's artefacts folder, in memory (the sweep reuses them)."""
+def load_round_inputs(layout: RoundLayout) -> tuple[dict, dict, dict, dict]:
+    """(P_SE, P_OM, S_SE, S_OM) of a round, in memory (the sweep reuses them)."""
     from safetensors.torch import load_file
 
-    from .io.patches import load_patch
+    from .io.patches import SCORES_FILE, load_patch
 
-    return (load_patch(artifacts / "se")[0], load_patch(artifacts / "om")[0],
-            load_file(str(artifacts / "scores_se" / "scores.safetensors")),
-            load_file(str(artifacts / "scores_om" / "scores.safetensors")))
+    return (load_patch(layout.patch("se"))[0], load_patch(layout.patch("om"))[0],
+            load_file(str(layout.scores("se") / SCORES_FILE)), load_file(str(layout.scores("om") / SCORES_FILE)))
 
 
-def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], eval_dir: Path, grid: list[MergeCfg], eval_cfg,
-              log=print) -> tuple[dict, list[dict]]:
-    """Evaluate the parent and every grid point on eval_dir; returns (parent_headline, results)."""
-    from .evaluation.metrics import evaluate_model, headline
+def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict[str, list[dict]],
+              grid: list[MergeSettings], eval_cfg: EvalCfg, log=print) -> tuple[dict, list[dict]]:
+    """Evaluate the parent and every grid point on `split` ({kind: rows}) with the deciding judge only;
+    returns (parent_headline, results)."""
     from .evaluation.generate import DecodingConfig
-    from .merging.engine import merge_in_memory
+    from .evaluation.metrics import evaluate_rows, headline
     from .io.models import load_model
+    from .merging.engine import merge_in_memory
+    from .merging.method import label
 
     model, tok = load_model(base_dir, trainable=False)
     base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     p_se, p_om, s_se, s_om = inputs
     dec = DecodingConfig(eval_cfg.max_new_tokens, eval_cfg.batch_size)
+    judge = eval_cfg.decide_with
+    judges = {judge: eval_cfg.judges[judge]}
 
     def ev() -> dict:
-        met, _ = evaluate_model(model, tok, eval_dir, ("exact",), dec, samples_per_kind=0)
-        h = headline(met)
-        h["per_category"] = {k: v for k, v in met["exact"].items() if "/" in k}
+        met, _ = evaluate_rows(model, tok, split, judges, dec, samples_per_kind=0)
+        h = headline(met, judge)
+        h["per_category"] = {k: v for k, v in met[judge].items() if "/" in k}
         return h
 
     parent = ev()
@@ -160,23 +140,3 @@ def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], eval_dir: P
         model.load_state_dict(base_sd)
     log(f"  sweep of {len(grid)} points in {time.time() - t0:.1f}s")
     return parent, results
-
-
-def select_round(base_dir: Path, artifacts: Path, eval_dir: Path, sel: SelectCfg, base_merge: MergeCfg, eval_cfg,
-                 out_dir: Path, title: str = "", log=print) -> dict:
-    from .diagnose import diagnose, format_diagnosis
-
-    grid = candidate_grid(sel, base_merge) if sel.enabled else [base_merge]
-    inputs = load_round_inputs(artifacts)
-    parent, results = run_sweep(base_dir, inputs, eval_dir, grid, eval_cfg, log)
-    chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    diag_cfg = MergeCfg(**chosen["merge"]) if chosen.get("merge") else base_merge
-    diag = diagnose(*inputs, diag_cfg)
-    (out_dir / "diagnosis.json").write_text(json.dumps(diag, indent=1))
-    log("  diagnosis of the two patches (difference-set masks of " + label(diag_cfg) + "):\n" + format_diagnosis(diag))
-    (out_dir / "sweep.json").write_text(json.dumps({"parent": parent, "results": results}, indent=1))
-    (out_dir / "selected.json").write_text(json.dumps(chosen, indent=2))
-    plot_pareto(results, parent, chosen, out_dir / "pareto.png", title)
-    log(f"  chosen: {chosen.get('label')} feasible={chosen['feasible']} {json.dumps({k: chosen['metrics'].get(k) for k in SCALAR_KEYS})}")
-    return chosen

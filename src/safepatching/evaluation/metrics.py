@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .generate import DecodingConfig, generate
 from .judges import get_judge
@@ -60,14 +62,23 @@ def metrics_from_labels(kind: str, rows: list[dict], labels: list[str], outputs:
     return m
 
 
-def evaluate_rows(model, tok, split: dict[str, list[dict]], judges: tuple[str, ...] = ("exact", "keyword"),
+Judges = Mapping[str, Any] | Sequence[str]
+
+
+def build_judges(judges: Judges) -> dict[str, Any]:
+    """{name: judge} from eval.judges ({name: settings}) or from plain names (each with its default settings)."""
+    items = judges.items() if isinstance(judges, Mapping) else ((j, None) for j in judges)
+    return {name: get_judge(name, settings) for name, settings in items}
+
+
+def evaluate_rows(model, tok, split: dict[str, list[dict]], judges: Judges = ("exact", "keyword"),
                   decoding: DecodingConfig = DecodingConfig(), samples_per_kind: int = 20) -> tuple[dict, dict]:
-    """Generate on {kind: rows} (rows have prompt, optional expected/category) and judge.
+    """Generate on {kind: rows} (rows have prompt, optional expected/category) and judge with every judge.
 
     Returns (metrics, samples): metrics is {judge: {metric: value}}; `utility` is judge-free exact match."""
-    metrics: dict[str, dict] = {j: {} for j in judges}
+    judge_objs = build_judges(judges)
+    metrics: dict[str, dict] = {j: {} for j in judge_objs}
     samples: dict[str, list] = {}
-    judge_objs = {j: get_judge(j) for j in judges}
     for kind, rows in split.items():
         prompts = [r["prompt"] for r in rows]
         outputs = generate(model, tok, prompts, decoding)
@@ -78,12 +89,12 @@ def evaluate_rows(model, tok, split: dict[str, list[dict]], judges: tuple[str, .
             labels = judge.judge(prompts, outputs, expected, harm)
             per_judge[j] = labels
             metrics[j].update(metrics_from_labels(kind, rows, labels, outputs))
-        samples[kind] = [{"prompt": p, "output": o, **{f"label_{j}": per_judge[j][i] for j in judges}}
+        samples[kind] = [{"prompt": p, "output": o, **{f"label_{j}": per_judge[j][i] for j in judge_objs}}
                          for i, (p, o) in enumerate(zip(prompts, outputs)) if i < samples_per_kind]
     return metrics, samples
 
 
-def evaluate_model(model, tok, eval_dir: Path, judges: tuple[str, ...] = ("exact", "keyword"),
+def evaluate_model(model, tok, eval_dir: Path, judges: Judges = ("exact", "keyword"),
                    decoding: DecodingConfig = DecodingConfig(), kinds: tuple[str, ...] | None = None,
                    samples_per_kind: int = 20) -> tuple[dict, dict]:
     """Evaluate on an organism-style eval folder (<kind>.jsonl files)."""
@@ -112,8 +123,9 @@ def load_prompt_file(path: Path, kind: str | None = None, prompt_column: str = "
     return out
 
 
-def headline(metrics: dict, judge: str = "exact") -> dict:
-    """The few numbers people compare: harmful (plain, jailbreak), over-refusal, utility, other."""
+def headline(metrics: dict, judge: str) -> dict:
+    """The few numbers people compare, by the deciding `judge` (eval.decide_with): harmful (plain, jailbreak),
+    over-refusal, utility, other."""
     m = metrics.get(judge, {})
     keys = ["harmful_plain", "harmful_jailbreak", "over_refusal", "benign_refusal", "utility",
             "lookalike_harmful"]
@@ -124,10 +136,11 @@ def headline(metrics: dict, judge: str = "exact") -> dict:
     return out
 
 
-def write_metrics(path: Path, metrics: dict, samples: dict | None = None) -> None:
+def write_metrics(path: Path, metrics: dict, decide_with: str, samples: dict | None = None) -> None:
+    """metrics JSON (`headline` by the deciding judge + every judge's numbers) and <stem>_samples.json beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    flat = {"headline": headline(metrics), **metrics}
+    flat = {"headline": headline(metrics, decide_with), "decided_by": decide_with, **metrics}
     path.write_text(json.dumps(flat, indent=2, sort_keys=True))
     if samples is not None:
         (path.parent / (path.stem + "_samples.json")).write_text(json.dumps(samples, indent=1))

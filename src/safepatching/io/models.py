@@ -34,3 +34,13 @@ def load_model(path: str | Path, trainable: bool = True):
     for p in model.parameters():
         p.requires_grad_(trainable)
     return model, tok
+
+
+def materialise(source: str, out: Path) -> None:
+    """Any HF causal LM (hub id or local path) -> a local safetensors folder (atomic)."""
+    from .checkpoints import atomic_dir
+
+    model, tok = load_model(source, trainable=False)
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)

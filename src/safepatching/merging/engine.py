@@ -36,11 +36,11 @@ import torch
 
 from ..io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
                          plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index, write_order)
-from ..config import MergeCfg
+from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
 from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
 from .masks import global_threshold, where0
-from .methods import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
+from .method import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
 
 MERGE_MANIFEST = "merge_manifest.json"
 BLOCK_ELEMS = 1 << 18  # entries per row block (1 MB of float32 per input: the block's working set stays in cache)
@@ -120,7 +120,7 @@ class MergeStats:
 
 # ---------------------------------------------------------------- shared helpers
 
-def _thresholds(method: MergeMethod, cfg: MergeCfg, names: dict[str, list[str]],
+def _thresholds(method: MergeMethod, cfg: MergeSettings, names: dict[str, list[str]],
                 get: dict[str, Callable[[str], torch.Tensor] | None],
                 numel: dict[str, Callable[[str], int] | None]) -> dict[str, float | None]:
     """Global-ranking thresholds per side (None unless the method ranks scores and ranking='global')."""
@@ -162,7 +162,7 @@ def _check_scores(method: MergeMethod, side: str, patch_names: Iterable[str], sc
 # ---------------------------------------------------------------- in memory
 
 def merge_in_memory(base_state_dict: dict[str, torch.Tensor], p_se: dict[str, torch.Tensor] | None,
-                    p_om: dict[str, torch.Tensor] | None, cfg: MergeCfg,
+                    p_om: dict[str, torch.Tensor] | None, cfg: MergeSettings,
                     s_se: dict[str, torch.Tensor] | None = None, s_om: dict[str, torch.Tensor] | None = None,
                     stats: MergeStats | None = None) -> dict[str, torch.Tensor]:
     """The merged state dict (unpatched tensors are the base's own tensor objects). Same per-tensor functions as
@@ -270,7 +270,7 @@ def _block(name: str, readers: dict[str, LazyReader | None], rows: slice | None,
                         thr_om=thr["om"], rows=rows, whole=whole)
 
 
-def _prepare(method: MergeMethod, cfg: MergeCfg, name: str, shape: tuple[int, ...],
+def _prepare(method: MergeMethod, cfg: MergeSettings, name: str, shape: tuple[int, ...],
              readers: dict[str, LazyReader | None], thr: dict[str, float | None],
              bufs: dict[str, torch.Tensor]) -> Whole:
     """Tensor `name`'s Whole, with its whole-tensor masks built: the method applied to an empty row block (a 0-d
@@ -297,7 +297,7 @@ def _one_ahead(pool: ThreadPoolExecutor, fn: Callable[[str], Whole],
         yield name, cur.result()
 
 
-def _merge_blocks(method: MergeMethod, cfg: MergeCfg, name: str, whole: Whole,
+def _merge_blocks(method: MergeMethod, cfg: MergeSettings, name: str, whole: Whole,
                   readers: dict[str, LazyReader | None], thr: dict[str, float | None], bufs: dict[str, torch.Tensor],
                   stats: MergeStats) -> Iterator[torch.Tensor]:
     """Merge one tensor row block by row block (yields the merged blocks); each block's base and patches are read
@@ -310,7 +310,7 @@ def _merge_blocks(method: MergeMethod, cfg: MergeCfg, name: str, whole: Whole,
 
 
 def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch: str | Path | None,
-                     out_dir: str | Path, cfg: MergeCfg, se_scores: str | Path | None = None,
+                     out_dir: str | Path, cfg: MergeSettings, se_scores: str | Path | None = None,
                      om_scores: str | Path | None = None, max_shard_bytes: int | None = None,
                      overwrite: bool = False) -> dict:
     """Merge patches into the base checkpoint, streaming tensor by tensor; returns the merge manifest (also

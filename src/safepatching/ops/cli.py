@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from ..config import load_params
-        from .tracking import Registry
+        from .tracking import ModelRegistry
 
         params = load_params(args.params)
         root = Path(args.root) if args.root else Path(args.params).resolve().parent
-        reg = Registry.from_params(params, root=root)
+        reg = ModelRegistry.from_params(params, root=root)
         if args.cmd == "status":
             print(_status(reg))
         elif args.cmd == "promote":

@@ -1,6 +1,6 @@
 """The one MLflow adapter: runs, model registry, aliases (`candidate`, `champion`) and rollback.
 
-Everything MLflow-specific lives in `Registry`; the rest of the package never imports mlflow.
+Everything MLflow-specific lives in `ModelRegistry`; the rest of the package never imports mlflow.
 
 Idempotency: a round's model version is identified by three version tags, `round`, `batch_sha256`
 and `parent_version` ("none" for the first round). `register_round` returns an existing version
@@ -97,7 +97,7 @@ def _tag_value(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
 
 
-class Registry:
+class ModelRegistry:
     """MLflow runs + model registry for the pipeline's rounds (tracking URI injected)."""
 
     def __init__(self, tracking_uri: str, model_name: str, experiment: str = "safepatching",
@@ -120,7 +120,7 @@ class Registry:
         self._experiment_id: str | None = None
 
     @classmethod
-    def from_params(cls, params: Any, root: str | Path = ".") -> "Registry":
+    def from_params(cls, params: Any, root: str | Path = ".") -> "ModelRegistry":
         """Build from a `safepatching.config.Params` (its mlflow: and eval: sections)."""
         m = params.mlflow
         return cls(m.tracking_uri, m.model_name, m.experiment, root=root,
@@ -351,5 +351,5 @@ def _pip_requirements() -> list[str]:
     return out
 
 
-__all__ = ["Registry", "RegistryError", "UnknownVersionError", "VersionRow", "resolve_tracking_uri", "flatten",
+__all__ = ["ModelRegistry", "RegistryError", "UnknownVersionError", "VersionRow", "resolve_tracking_uri", "flatten",
            "CANDIDATE", "CHAMPION"]

@@ -1,4 +1,5 @@
-"""Patch objectives: each a tiny class overriding one loss hook (as in open-unlearning).
+"""Patch objectives: each a tiny class overriding one loss hook (as in open-unlearning), with its settings model
+(`settings`: the training knobs every objective has, `config.ObjectiveCfg`, plus its own, e.g. NPO's beta).
 
 `loss(nll, ref_nll)` gets the length-normalised NLL of each sequence's response ([B]) under the model
 being trained, and under the frozen starting model (only objectives with `needs_ref` get it).
@@ -14,6 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pydantic import Field
+
+from ..config import ObjectiveCfg
 from ..registry import Registry
 
 
@@ -21,9 +25,10 @@ class Objective:
     name = "base"
     direction = +1  # +1: the objective pushes NLL up (ascent); -1: down (descent)
     needs_ref = False
+    settings: type[ObjectiveCfg] = ObjectiveCfg
 
-    def __init__(self, npo_beta: float = 0.1):
-        self.npo_beta = npo_beta
+    def __init__(self, cfg: ObjectiveCfg | None = None):
+        self.cfg = cfg
 
     def loss(self, nll: torch.Tensor, ref_nll: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -42,8 +47,9 @@ def register_objective(cls: type[Objective]) -> type[Objective]:
     return _OBJECTIVES.add(cls.name, cls)
 
 
-def get_objective(name: str, **kwargs) -> Objective:
-    return _OBJECTIVES.get(name)(**kwargs)
+def get_objective(name: str, cfg: ObjectiveCfg | None = None) -> Objective:
+    """The objective `name`, configured by `cfg` (its settings model; None: a bare objective for its loss shape)."""
+    return _OBJECTIVES.get(name)(cfg)
 
 
 def known_objectives() -> list[str]:
@@ -68,14 +74,23 @@ class GradientDescent(Objective):
         return nll.mean()
 
 
+class NpoCfg(ObjectiveCfg):
+    beta: float = Field(0.1, gt=0, description="NPO's inverse temperature: small = close to gradient ascent")
+
+
 @register_objective
 class NPO(Objective):
     name = "npo"
     direction = +1
     needs_ref = True
+    settings = NpoCfg
+
+    @property
+    def beta(self) -> float:
+        return self.cfg.beta if isinstance(self.cfg, NpoCfg) else NpoCfg.model_fields["beta"].default
 
     def loss(self, nll, ref_nll=None):
         if ref_nll is None:
             raise ValueError("npo needs the reference NLL")
         log_ratio = (-nll) - (-ref_nll)
-        return (2.0 / self.npo_beta) * F.softplus(self.npo_beta * log_ratio).mean()
+        return (2.0 / self.beta) * F.softplus(self.beta * log_ratio).mean()

@@ -84,7 +84,7 @@ def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj
                 lora_cfg=None, seed: int = 0, batch_sha256: str = "", log=print) -> dict:
     """Derive one patch (SE with ga/npo, OM with gd) from `pairs` on the checkpoint at base_dir."""
     t0 = time.time()
-    objective = get_objective(obj_cfg.objective, npo_beta=obj_cfg.npo_beta)
+    objective = get_objective(obj_cfg.objective, obj_cfg)
     model, tok = load_model(base_dir, trainable=(backend == "full"))
     if backend == "lora":
         from peft import LoraConfig, get_peft_model

@@ -1,7 +1,11 @@
-"""Registry of per-tensor merge methods (like mergekit / peft): `register_merge`, `get_merge`, `known_merges`.
+"""The merge-method extension point (like mergekit / peft): `register_merge`, `get_merge`, `known_merges`, the
+per-tensor inputs, the settings every method shares, and the mask helpers the methods are built from.
 
-A method is a pure function of one tensor's inputs: `get_merge(name)(t, cfg) -> θ'` (a `MergeMethod` is callable
-that way). `MergeMethod.apply(t, cfg)` also returns which entries of each patch were kept (for merge stats).
+A merge method is one registered object (`MergeMethod`): its name, its own settings model (a subclass of
+`config.MergeSettings`, validated when params.yaml is loaded), a pure per-tensor function, and a label for sweep
+tables. The built-in methods live one per file in `merging/methods/` (a new method = one new file there + one row
+in tests/merging/test_methods.py).
+`get_merge(name)(t, cfg) -> θ'` (a `MergeMethod` is callable that way). `MergeMethod.apply(t, cfg)` also returns which entries of each patch were kept (for merge stats).
 Everything is computed in float32 and returned in the base tensor's dtype; a tensor neither patch touches is
 returned unchanged (the same object).
 
@@ -10,7 +14,7 @@ tensor. Masks that need the whole tensor (random retention, per-tensor top-k) ar
 `t.whole.mask(key, make)` from whole inputs loaded one at a time (`t.whole.load`), kept as bool (1 byte per entry)
 and cut to the block; everything else is elementwise, so a merge in row blocks is bit-identical to one in a piece.
 
-Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820), for patch deltas P_SE, P_OM and importance scores:
+Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820; see methods/safepatching.py), for patch deltas P_SE, P_OM and importance scores:
   R_X   = random_mask(shape, p, seed, name + "/se" | "/om")            random retention, Bernoulli(p)
   T_X   = top-a% (SE) / top-b% (OM) by score (ranking: global | per_tensor | per_row)
   sequential: T_X ranks only entries retained by R_X (k = pct of the tensor, capped at the retained count);
@@ -25,13 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+from pydantic import Field
 
-from ..config import MergeCfg
+from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
-from .masks import random_mask, topk_mask, where0
 from ..registry import Registry
+from .masks import random_mask, topk_mask, where0
 
 Keep = torch.Tensor | bool  # a bool mask, or True (every entry kept) / False (none)
 SIDES = ("se", "om")
@@ -94,24 +100,33 @@ class Merged:
     keep_om: Keep
 
 
-Impl = Callable[[TensorInputs, MergeCfg], Merged]
+Impl = Callable[[TensorInputs, MergeSettings], Merged]
 
 
-def _never(cfg: MergeCfg) -> bool:
+def _never(cfg: MergeSettings) -> bool:
     return False
+
+
+def _plain_label(cfg: MergeSettings) -> str:
+    return cfg.method
 
 
 @dataclass(frozen=True)
 class MergeMethod:
+    """One merge method: its name, its own settings model, its per-tensor function, whether it needs importance
+    scores, whether it ranks only randomly-retained entries, and a short label for sweep tables and plots."""
+
     name: str
     impl: Impl
+    settings: type[MergeSettings] = MergeSettings
     needs_scores: bool = False
-    ranks_retained: Callable[[MergeCfg], bool] = field(default=_never)  # ranks only R-retained entries?
+    ranks_retained: Callable[[MergeSettings], bool] = field(default=_never)  # ranks only R-retained entries?
+    label: Callable[[MergeSettings], str] = field(default=_plain_label)
 
-    def __call__(self, t: TensorInputs, cfg: MergeCfg) -> torch.Tensor:
+    def __call__(self, t: TensorInputs, cfg: MergeSettings) -> torch.Tensor:
         return self.apply(t, cfg).tensor
 
-    def apply(self, t: TensorInputs, cfg: MergeCfg) -> Merged:
+    def apply(self, t: TensorInputs, cfg: MergeSettings) -> Merged:
         """Validate the inputs (shapes, finiteness, scores present), merge, and refuse a non-finite result."""
         if t.p_se is None and t.p_om is None:
             return Merged(t.base, False, False)
@@ -137,7 +152,7 @@ class MergeMethod:
             raise NonFiniteError(f"{t.name}: merge method {self.name!r} produced NaN/Inf")
         return m
 
-    def ranked_scores(self, name: str, scores: torch.Tensor, side: str, cfg: MergeCfg) -> torch.Tensor:
+    def ranked_scores(self, name: str, scores: torch.Tensor, side: str, cfg: MergeSettings) -> torch.Tensor:
         """The scores as this method ranks them (for global thresholds): -inf where random retention dropped."""
         if not self.ranks_retained(cfg) or cfg.p >= 1:
             return scores
@@ -155,26 +170,55 @@ def all_finite(x: torch.Tensor) -> bool:
 _REGISTRY: Registry[MergeMethod] = Registry("merge method")
 
 
-def register_merge(name: str, needs_scores: bool = False,
-                   ranks_retained: Callable[[MergeCfg], bool] = _never) -> Callable[[Impl], Impl]:
-    """Decorator: register `impl(t, cfg) -> Merged` under `name` (a duplicate name raises ValueError)."""
+def register_merge(name: str, settings: type[MergeSettings] = MergeSettings, needs_scores: bool = False,
+                   ranks_retained: Callable[[MergeSettings], bool] = _never,
+                   label: Callable[[MergeSettings], str] = _plain_label) -> Callable[[Impl], Impl]:
+    """Decorator: register `impl(t, cfg) -> Merged` under `name` with its settings model (a duplicate name raises
+    ValueError)."""
     def deco(impl: Impl) -> Impl:
-        _REGISTRY.add(name, MergeMethod(name, impl, needs_scores, ranks_retained))
+        _REGISTRY.add(name, MergeMethod(name, impl, settings, needs_scores, ranks_retained, label))
         return impl
     return deco
 
 
 def get_merge(name: str) -> MergeMethod:
-    return _REGISTRY.get(name)
+    from ..registry import discover
+
+    return discover("merge method").get(name)
 
 
 def known_merges() -> list[str]:
-    return _REGISTRY.names()
+    from ..registry import discover
+
+    return discover("merge method").names()
+
+
+def label(cfg: MergeSettings) -> str:
+    """The registered method's short label of a settings object (sweep tables, plots)."""
+    return get_merge(cfg.method).label(cfg)
+
+
+# ---------------------------------------------------------------- settings shared by several methods
+
+class RetentionSettings(MergeSettings):
+    """Random retention (DARE-style): keep each patch entry with probability p, optionally rescaled by 1/p."""
+
+    p: float = Field(1.0, gt=0, le=1, description="random retention probability (Bernoulli); 1 keeps every entry")
+    rescale: bool = Field(False, description="rescale kept random-retention entries by 1/p (DARE)")
+    seed: int = Field(0, description="seed of the random-retention masks (with each tensor's name)")
+
+
+class RankedSettings(RetentionSettings):
+    """Top-a% / top-b% importance sets of the SE / OM patch, by SNIP score."""
+
+    a: float = Field(10.0, ge=0, le=100, description="top-a% most important of the SE patch")
+    b: float = Field(10.0, ge=0, le=100, description="top-b% most important of the OM patch")
+    ranking: Literal["global", "per_tensor", "per_row"] = Field("per_tensor", description="where scores are ranked")
 
 
 # ---------------------------------------------------------------- helpers on Keep (bool | tensor)
 
-def _and(a: Keep, b: Keep) -> Keep:
+def keep_and(a: Keep, b: Keep) -> Keep:
     if a is False or b is False:
         return False
     if a is True:
@@ -184,7 +228,7 @@ def _and(a: Keep, b: Keep) -> Keep:
     return a & b
 
 
-def _or(a: Keep, b: Keep) -> Keep:
+def keep_or(a: Keep, b: Keep) -> Keep:
     if a is True or b is True:
         return True
     if a is False:
@@ -194,22 +238,22 @@ def _or(a: Keep, b: Keep) -> Keep:
     return a | b
 
 
-def _not(a: Keep) -> Keep:
+def keep_not(a: Keep) -> Keep:
     return (not a) if isinstance(a, bool) else ~a
 
 
-def _whole_retention(t: TensorInputs, cfg: MergeCfg, side: str) -> Keep:
+def whole_retention(t: TensorInputs, cfg: MergeSettings, side: str) -> Keep:
     """R_X over the whole tensor (built once per tensor)."""
     if cfg.p >= 1:
         return True
     return t.whole.mask(("R", side, cfg), lambda: random_mask(t.whole.shape, cfg.p, cfg.seed, f"{t.name}/{side}"))
 
 
-def _retention(t: TensorInputs, cfg: MergeCfg, side: str) -> Keep:
-    return t.cut(_whole_retention(t, cfg, side))
+def retention(t: TensorInputs, cfg: MergeSettings, side: str) -> Keep:
+    return t.cut(whole_retention(t, cfg, side))
 
 
-def _important(t: TensorInputs, cfg: MergeCfg, side: str, retained_only: bool) -> Keep:
+def important(t: TensorInputs, cfg: MergeSettings, side: str, retained_only: bool) -> Keep:
     """T_X: top-a% (se) / top-b% (om) entries by score over the whole tensor; with retained_only, among R-retained
     entries only (then T_X ⊆ R_X)."""
     p, _, thr = t.side(side)
@@ -217,16 +261,16 @@ def _important(t: TensorInputs, cfg: MergeCfg, side: str, retained_only: bool) -
     if p is None or pct <= 0:
         return False
     if pct >= 100:
-        return _retention(t, cfg, side) if retained_only else True
+        return retention(t, cfg, side) if retained_only else True
 
     def make() -> torch.Tensor:
-        r = _whole_retention(t, cfg, side) if retained_only else True
+        r = whole_retention(t, cfg, side) if retained_only else True
         return topk_mask(t.whole.load(f"s_{side}").float(), pct, cfg.ranking, thr, among=None if r is True else r)
 
     return t.cut(t.whole.mask(("T", side, retained_only, cfg), make))
 
 
-def _masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeCfg) -> torch.Tensor | None:
+def masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeSettings) -> torch.Tensor | None:
     """keep ⊙ P; with cfg.rescale (and p < 1) the entries inside r are multiplied by 1/p. r=True: every kept
     entry was retained by random retention (sequential), so all of them are rescaled."""
     if p is None or keep is False:
@@ -256,89 +300,13 @@ def combine(base: torch.Tensor, terms: Iterable[tuple[float, Callable[[], torch.
     return out.to(base.dtype)
 
 
-def _given(x: torch.Tensor | None) -> Callable[[], torch.Tensor | None]:
+def given(x: torch.Tensor | None) -> Callable[[], torch.Tensor | None]:
     return lambda: x
 
 
-def _masked_merge(t: TensorInputs, cfg: MergeCfg, keep_se: Keep, keep_om: Keep, r_se: Keep = True,
+def masked_merge(t: TensorInputs, cfg: MergeSettings, keep_se: Keep, keep_om: Keep, r_se: Keep = True,
                   r_om: Keep = True) -> Merged:
     """θ + α·(keep_se ⊙ P_SE) + β·(keep_om ⊙ P_OM); r_*: where rescaling applies (see _masked_delta)."""
-    out = combine(t.base, [(cfg.alpha, lambda: _masked_delta(t.p_se, keep_se, r_se, cfg)),
-                           (cfg.beta, lambda: _masked_delta(t.p_om, keep_om, r_om, cfg))])
+    out = combine(t.base, [(cfg.alpha, lambda: masked_delta(t.p_se, keep_se, r_se, cfg)),
+                           (cfg.beta, lambda: masked_delta(t.p_om, keep_om, r_om, cfg))])
     return Merged(out, keep_se if t.p_se is not None else False, keep_om if t.p_om is not None else False)
-
-
-# ---------------------------------------------------------------- methods
-
-def _sequential(cfg: MergeCfg) -> bool:
-    return cfg.compose == "sequential"
-
-
-@register_merge("safepatching", needs_scores=True, ranks_retained=_sequential)
-def safepatching(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    r_se, r_om = _retention(t, cfg, "se"), _retention(t, cfg, "om")
-    seq = cfg.compose == "sequential"
-    t_se = _important(t, cfg, "se", retained_only=seq)
-    t_om = _important(t, cfg, "om", retained_only=seq)
-    if seq:
-        if cfg.difference:
-            t_se, t_om = _and(t_se, _not(t_om)), _and(t_om, _not(t_se))
-        m_se, m_om = _and(r_se, t_se), _and(r_om, t_om)
-        return _masked_merge(t, cfg, m_se, m_om)  # M ⊆ R: every kept entry is rescaled
-    m_se, m_om = _or(r_se, t_se), _or(r_om, t_om)
-    if cfg.difference:
-        m_se, m_om = _and(m_se, _not(t_om)), _and(m_om, _not(t_se))
-    return _masked_merge(t, cfg, m_se, m_om, r_se, r_om)
-
-
-@register_merge("intersection", needs_scores=True, ranks_retained=lambda cfg: True)
-def intersection(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    """M = T_SE & T_OM for both patches (T ranked among R-retained entries, as sequential safepatching)."""
-    m = _and(_important(t, cfg, "se", True), _important(t, cfg, "om", True))
-    return _masked_merge(t, cfg, m, m)  # M ⊆ R_SE & R_OM
-
-
-@register_merge("se_only")
-def se_only(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    return Merged(combine(t.base, [(cfg.alpha, _given(t.p_se))]), t.p_se is not None, False)
-
-
-@register_merge("om_only")
-def om_only(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    return Merged(combine(t.base, [(cfg.beta, _given(t.p_om))]), False, t.p_om is not None)
-
-
-@register_merge("task_arithmetic")
-def task_arithmetic(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    return Merged(combine(t.base, [(cfg.alpha, _given(t.p_se)), (cfg.beta, _given(t.p_om))]), t.p_se is not None,
-                  t.p_om is not None)
-
-
-@register_merge("ties")
-def ties(t: TensorInputs, cfg: MergeCfg) -> Merged:
-    """TIES-merging (Yadav et al. 2023) of α·P_SE and β·P_OM: trim each to its top ties_density share by magnitude
-    (per tensor), elect each entry's sign as the sign of the trimmed sum, average the entries agreeing with it."""
-    trimmed: list[torch.Tensor | None] = []
-    for side, coef, p in (("se", cfg.alpha, t.p_se), ("om", cfg.beta, t.p_om)):
-        if p is None:
-            trimmed.append(None)
-            continue
-        top = t.whole.mask(("ties", side, cfg), lambda side=side, coef=coef: topk_mask(
-            (t.whole.load(f"p_{side}").float() * coef).abs(), cfg.ties_density * 100, "per_tensor"))
-        x = p.float() * coef
-        trimmed.append(where0(t.cut(top), x))
-    present = [x for x in trimmed if x is not None]
-    elected = torch.sign(present[0] + present[1]) if len(present) == 2 else torch.sign(present[0])
-    total = torch.zeros_like(elected)
-    count = torch.zeros_like(elected)
-    keeps: list[Keep] = []
-    for x in trimmed:
-        if x is None:
-            keeps.append(False)
-            continue
-        agree = (torch.sign(x) == elected) & (elected != 0)
-        total += where0(agree, x)
-        count += agree
-        keeps.append(agree)
-    merged = total / count.clamp(min=1)
-    return Merged(combine(t.base, [(1.0, _given(merged))]), keeps[0], keeps[1])

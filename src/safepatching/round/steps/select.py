@@ -1,0 +1,36 @@
+"""Round step: the validation sweep that chooses the round's merge."""
+
+from __future__ import annotations
+
+import json
+
+from ...config import Params
+from ..layout import RoundLayout
+
+
+def select(params: Params, layout: RoundLayout, log=print) -> dict:
+    """Sweep merge variants on the validation split (reusing the patches and scores) and choose the round's point
+    (see safepatching.select); writes selected.json, sweep.json, diagnosis.json and pareto.png."""
+    from ...config import merge_settings
+    from ...diagnose import diagnose, format_diagnosis
+    from ...evaluation.metrics import load_eval_split
+    from ...merging.method import label
+    from ...select import SCALAR_KEYS, choose, load_round_inputs, plot_pareto, run_sweep
+
+    sel, base_merge = params.select, params.merge_for(layout.name)
+    grid = sel.points() if sel.enabled else [base_merge]
+    inputs = load_round_inputs(layout)
+    split = load_eval_split(layout.project.eval_split("val"))
+    parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log)
+    chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
+    layout.select_dir.mkdir(parents=True, exist_ok=True)
+    diag_cfg = merge_settings(chosen["merge"]) if chosen.get("merge") else base_merge
+    diag = diagnose(*inputs, diag_cfg)
+    layout.diagnosis.write_text(json.dumps(diag, indent=1))
+    log("  diagnosis of the two patches (masks of " + label(diag_cfg) + "):\n" + format_diagnosis(diag))
+    layout.sweep.write_text(json.dumps({"parent": parent, "results": results}, indent=1))
+    layout.selected.write_text(json.dumps(chosen, indent=2))
+    plot_pareto(results, parent, chosen, layout.pareto, f"round {layout.name} (validation)")
+    log(f"  chosen: {chosen.get('label')} feasible={chosen['feasible']} "
+        f"{json.dumps({k: chosen['metrics'].get(k) for k in SCALAR_KEYS})}")
+    return chosen

@@ -1,0 +1,26 @@
+"""Round step: validate the round's batch (Great Expectations)."""
+
+from __future__ import annotations
+
+import json
+
+from ...config import Params
+from ..layout import RoundLayout
+
+
+def validate(params: Params, layout: RoundLayout, log=print) -> dict:
+    """Great Expectations checks of the round's batch against the eval splits and its lineage's earlier batches;
+    a failing batch raises ValidationFailed (report + Data Docs in data/quarantine/, the batch is not moved)."""
+    from ...batches.expectations import load_eval_prompts, validate_batch
+
+    project = layout.project
+    batch = layout.root / params.round(layout.name).batch
+    earlier = [layout.root / params.round(n).batch for n in params.lineage(layout.name)[:-1]]
+    evals = load_eval_prompts(project.eval_split("val")) | load_eval_prompts(project.eval_split("test"))
+    rep = validate_batch(batch, params.data, evals, earlier, project.quarantine, layout.validation_reports,
+                         move=False)
+    layout.validation.parent.mkdir(parents=True, exist_ok=True)
+    layout.validation.write_text(json.dumps(rep, indent=2, default=str))
+    log(f"{layout.name}: batch {params.round(layout.name).batch} valid ({rep['rows']} rows, "
+        f"sha256 {rep['sha256'][:12]})")
+    return rep
