@@ -21,7 +21,7 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 TINY = {
@@ -33,8 +33,10 @@ TINY = {
     "patch": {"se": {"objective": "ga", "lr": 3e-4, "max_steps": 3, "target_nll": 8.0},
               "om": {"objective": "gd", "lr": 3e-4, "max_steps": 3}},
     "importance": {"n_samples": 16},
-    "select": {"methods": ["safepatching", "task_arithmetic"], "alphas": [1.0], "betas": [1.0], "a": [10.0],
-               "b": [10.0]},
+    "select": {"grid": {"safepatching": {"p": 1.0, "a": 10.0, "b": 10.0, "alpha": 1.0, "beta": 1.0,
+                                         "ranking": "per_tensor", "compose": "sequential", "rescale": False,
+                                         "difference": True, "seed": 0},
+                        "task_arithmetic": {"alpha": 1.0, "beta": 1.0}}},
     # the tiny model babbles: only the absolute gibberish bound would block everything, so relax it here
     "gate": {"max_other": 100.0, "harmful_tolerance": 100.0, "over_refusal_tolerance": 100.0, "utility_tolerance": 100.0},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e", "model_name": "e2e-organism"},
@@ -46,7 +48,7 @@ TINY = {
 def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "rounds" else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("rounds", "grid") else v
     return out
 
 
@@ -69,7 +71,7 @@ def run(args: list[str], root: Path, check: bool = True, timeout: float = 900) -
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("proj")
-    for d in ("stages", "src", "flows"):
+    for d in ("stages", "src", "flows"):  # the whole code, as a user's checkout has it
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     (root / "data").mkdir()
@@ -82,6 +84,7 @@ def project(tmp_path_factory) -> Path:
     run(["git", "config", "user.name", "ci"], root)
     run(["dvc", "init", "-q"], root)
     run(["dvc", "config", "core.analytics", "false"], root)
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")  # __pycache__ never changes a code dep's hash
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "init"], root)
     out = run(["dvc", "repro"], root).stdout
@@ -120,7 +123,7 @@ def test_changing_round2_settings_reruns_round2_only(project):
     orig = p.read_text()
     try:
         params = yaml.safe_load(orig)
-        params["rounds"]["r2"]["merge"] = {"alpha": 0.5}
+        params["rounds"]["r2"]["merge"] = {"method": "task_arithmetic", "alpha": 0.5, "beta": 1.0}
         p.write_text(yaml.safe_dump(params, sort_keys=False))
         status = run(["dvc", "status"], project).stdout
         changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith("\t")
