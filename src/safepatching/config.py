@@ -106,9 +106,47 @@ DEFAULT_JUDGES: dict[str, dict] = {
 }
 
 
+class EvalSetCfg(Strict):
+    """One named evaluation set (see safepatching.evaluation.suite)."""
+
+    kind: Literal["harmful", "jailbreak", "lookalike", "benign", "utility", "xstest"] = Field(
+        ..., description="what the prompts are; xstest: split by the type column (contrast = unsafe)")
+    val: str | None = Field(None, description="file of the validation split (selection only)")
+    test: str | None = Field(None, description="file of the test split (the gate, reports)")
+    file: str | None = Field(None, description="one file split by a seeded fraction instead of val/test")
+    val_fraction: float = Field(0.5, gt=0, lt=1)
+    prompt_column: str = "prompt"
+    expected_column: str = Field("expected", description="exact answer of a utility prompt")
+    category_column: str = Field("category", description="per-category harm rates (default: the set's name)")
+    type_column: str = "type"
+    templates: str | None = Field(None, description="jailbreak templates file, crossed with the set's prompts")
+    template_column: str = "template"
+    slots: tuple[str, ...] = ("{prompt}", "[INSERT PROMPT HERE]")
+    max_items: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _files(self) -> "EvalSetCfg":
+        if self.file and (self.val or self.test):
+            raise ValueError("give either file (split by val_fraction) or val/test files, not both")
+        if not (self.file or self.val or self.test):
+            raise ValueError("needs a file, or val and/or test files")
+        return self
+
+
+ORGANISM_SUITE: dict[str, dict] = {
+    k: {"kind": k, "val": f"data/world/eval/val/{k}.jsonl", "test": f"data/world/eval/test/{k}.jsonl"}
+    for k in ("benign", "harmful", "jailbreak", "lookalike", "utility")}
+
+
 class EvalCfg(Strict):
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(64, ge=1)
+    data_dir: str = Field("data/world/eval", description="the folder holding every suite file (a DVC dep of the "
+                                                         "stages that evaluate)")
+    suite: dict[str, EvalSetCfg] = Field(default_factory=lambda: {k: EvalSetCfg(**v) for k, v in
+                                                                  ORGANISM_SUITE.items()},
+                                         description="named eval sets; default: the organism's world")
     judges: dict[str, SerializeAsAny[JudgeSettings]] = Field(
         default_factory=lambda: dict(DEFAULT_JUDGES), validate_default=True,
         description="judge name -> its settings; every configured judge's numbers are recorded")
@@ -123,6 +161,16 @@ class EvalCfg(Strict):
             raise ValueError("a non-empty mapping of judge name -> settings ({} for none)")
         return {str(k): resolve_settings("judge", "name", s if s is not None else {}, name=str(k))
                 for k, s in v.items()}
+
+    @model_validator(mode="after")
+    def _suite_under_data_dir(self) -> "EvalCfg":
+        base = Path(self.data_dir)
+        for name, es in self.suite.items():
+            for f in (es.val, es.test, es.file, es.templates):
+                if f and base not in Path(f).parents:
+                    raise ValueError(f"suite.{name}: {f} is not under eval.data_dir ({self.data_dir}); DVC tracks "
+                                     "the suite through that folder")
+        return self
 
     @model_validator(mode="after")
     def _decider(self) -> "EvalCfg":

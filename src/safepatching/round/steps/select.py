@@ -13,14 +13,14 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
     (see safepatching.select); writes selected.json, sweep.json, diagnosis.json and pareto.png."""
     from ...config import merge_settings
     from ...diagnose import diagnose, format_diagnosis
-    from ...evaluation.metrics import load_eval_split
+    from ...evaluation.suite import load_suite
     from ...merging.method import label
     from ...select import SCALAR_KEYS, choose, load_round_inputs, plot_pareto, run_sweep
 
     sel, base_merge = params.select, params.merge_for(layout.name)
     grid = sel.points() if sel.enabled else [base_merge]
     inputs = load_round_inputs(layout)
-    split = load_eval_split(layout.project.eval_split("val"))
+    split = load_suite(params.eval.suite, "val", layout.root)
     parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log)
     chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
     layout.select_dir.mkdir(parents=True, exist_ok=True)
