@@ -173,6 +173,15 @@ class EvalCfg(Strict):
         return self
 
     @model_validator(mode="after")
+    def _suite_measures_the_trade_off(self) -> "EvalCfg":
+        kinds = {s.kind for s in self.suite.values()}
+        if not kinds & {"harmful", "jailbreak", "xstest"} or not kinds & {"lookalike", "xstest"}:
+            raise ValueError(f"suite: selection and the gate need harmful_plain/harmful_jailbreak and over_refusal; "
+                             f"the suite's kinds {sorted(kinds)} lack a harmful/jailbreak set or a look-alike set "
+                             "(xstest counts for both)")
+        return self
+
+    @model_validator(mode="after")
     def _decider(self) -> "EvalCfg":
         if self.decide_with not in self.judges:
             raise ValueError(f"decide_with: {self.decide_with!r} is not a configured judge "
