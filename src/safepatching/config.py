@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
@@ -139,6 +139,43 @@ ORGANISM_SUITE: dict[str, dict] = {
     for k in ("benign", "harmful", "jailbreak", "lookalike", "utility")}
 
 
+class UtilityCfg(Strict):
+    """Utility benchmarks through lm-evaluation-harness (`lm_eval`) on the evaluated model, in memory."""
+
+    tasks: tuple[str, ...] = Field((), description="lm-eval task or group names (mmlu, gsm8k, arc_challenge, hellaswag, "
+                                                   "winogrande, or a task under include_path); empty: none run (the "
+                                                   "organism keeps its own exact-match utility)")
+    limit: int | float | None = Field(None, gt=0, description="docs per task (per subtask of a group): N >= 1 the "
+                                                               "first N, a fraction < 1 that share; null: all")
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples; null: each task's own default")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(8, description="lm-eval batch size, or 'auto' "
+                                                                                    "(largest that fits)")
+    include_path: str | None = Field(None, description="folder of custom task YAMLs (relative paths from the "
+                                                       "project root); its tasks can be named in `tasks`")
+    apply_chat_template: bool = Field(False, description="wrap prompts in the model's chat template")
+    bootstrap_iters: int = Field(1000, ge=0, description="bootstrap draws for stderrs without a closed form; 0: "
+                                                         "no stderrs")
+    headline_metrics: tuple[str, ...] = Field(
+        ("acc_norm,none", "acc,none", "exact_match,strict-match", "exact_match,none", "exact_match,flexible-extract",
+         "mc2,none", "f1,none"), min_length=1,
+        description="lm-eval `metric,filter` keys, each a fraction in [0, 1]: the first a task reports becomes its "
+                    "`utility_<task>` percent (every metric is recorded under utility_benchmarks)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v) or any(not t.strip() for t in v):
+            raise ValueError(f"task names must be distinct and non-empty, got {list(v)}")
+        return v
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, float) and v >= 1 and not v.is_integer()):
+            raise ValueError(f"a count of docs (int >= 1) or a fraction in (0, 1), got {v!r}")
+        return int(v) if isinstance(v, float) and v >= 1 else v
+
+
 class EvalCfg(Strict):
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -153,6 +190,7 @@ class EvalCfg(Strict):
     decide_with: str = Field("exact", description="the judge whose numbers drive the headline, selection, the gate "
                                                   "and forgetting; must be one of `judges`")
     samples_per_kind: int = Field(20, ge=0)
+    utility: UtilityCfg = Field(default_factory=UtilityCfg)
 
     @field_validator("judges", mode="before")
     @classmethod
@@ -170,6 +208,10 @@ class EvalCfg(Strict):
                 if f and base not in Path(f).parents:
                     raise ValueError(f"suite.{name}: {f} is not under eval.data_dir ({self.data_dir}); DVC tracks "
                                      "the suite through that folder")
+        inc = self.utility.include_path
+        if inc and base != Path(inc) and base not in Path(inc).parents:
+            raise ValueError(f"utility.include_path: {inc} is not under eval.data_dir ({self.data_dir}); DVC tracks "
+                             "custom task files through that folder")
         return self
 
     @model_validator(mode="after")
