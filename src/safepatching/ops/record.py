@@ -98,7 +98,8 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
     metrics = {**cand, **forgetting(full, seen_categories(params, root, name), params.eval.decide_with),
                **{f"{j}.{k}": v for j in judges for k, v in full.get(j, {}).items()}}
     version, created = reg.register_round(name, layout.model, run_params, metrics, decision, tags,
-                                          [f for f in (report, layout.pareto) if f.exists()])
+                                          [f for f in (report, layout.pareto, layout.importance_layers.with_suffix(".png"),
+                                                       layout.diagnosis) if f.exists()])
     log(f"{name}: MLflow version {version} ({'new' if created else 'already registered'}); "
         f"gate {'PASSED' if decision.passed else 'FAILED: ' + '; '.join(decision.reasons)}")
     return RecordResult(name, str(version), created, decision.passed, list(decision.reasons))
