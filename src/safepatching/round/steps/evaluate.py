@@ -22,7 +22,8 @@ def evaluate_checkpoint(params: Params, model_path: str | Path, eval_dir: Path |
     from ...evaluation.metrics import evaluate_rows, headline, load_eval_split, load_prompt_file, write_metrics
     from ...io.models import load_model
 
-    model, tok = load_model(model_path, trainable=False)
+    c = params.compute
+    model, tok = load_model(model_path, trainable=False, dtype=c.dtype, device=c.device, device_map=c.device_map)
     e = params.eval
     split = load_prompt_file(prompt_file, kind, prompt_column) if prompt_file else load_eval_split(eval_dir)
     configured = {j: e.judges[j] if j in e.judges else None for j in judges} if judges else e.judges
