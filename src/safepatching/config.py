@@ -151,7 +151,11 @@ class LoraCfg(Strict):
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] | Literal["auto", "all-linear"] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        description="module names; 'auto': the attention + MLP projections of the model's architecture "
+                    "(patching.lora.LORA_TARGETS, keyed by config.model_type); 'all-linear': PEFT's every linear "
+                    "layer but the output head")
 
 
 class PatchCfg(Strict):
