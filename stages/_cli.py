@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Callable
@@ -17,7 +18,8 @@ from safepatching.round.layout import RoundLayout  # noqa: E402
 
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`: the main process speaks
+        print(msg, flush=True)
 
 
 def parser(desc: str, round: bool = False) -> argparse.ArgumentParser:
@@ -29,11 +31,21 @@ def parser(desc: str, round: bool = False) -> argparse.ArgumentParser:
     return p
 
 
-def run(fn: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentParser, argv: list[str] | None) -> int:
+Launcher = Callable[[Params, list[str]], "int | None"]
+
+
+def run(fn: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentParser, argv: list[str] | None,
+        launch: Launcher | None = None) -> int:
+    """Parse, load params, run fn; typed errors -> exit 2. `launch(params, argv)` may run the stage elsewhere instead
+    (e.g. re-executed under `accelerate launch`) and return its exit code; None: run fn here."""
     args = p.parse_args(argv)
     t0 = time.time()
     try:
         params = load_params(args.params)
+        if launch is not None:
+            rc = launch(params, list(sys.argv[1:] if argv is None else argv))
+            if rc is not None:
+                return rc
         fn(args, params)
     except SafePatchingError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
@@ -46,6 +58,7 @@ def run(fn: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentPa
 
 
 def round_run(step: Callable[[argparse.Namespace, Params, RoundLayout], object], p: argparse.ArgumentParser,
-              argv: list[str] | None) -> int:
-    """A round stage: parse -> the round's layout -> one step."""
-    return run(lambda args, params: step(args, params, RoundLayout.of(params, args.round, args.root)), p, argv)
+              argv: list[str] | None, launch: Launcher | None = None) -> int:
+    """A round stage: parse -> the round's layout -> one step (or `launch`, see `run`)."""
+    return run(lambda args, params: step(args, params, RoundLayout.of(params, args.round, args.root)), p, argv,
+               launch)

@@ -1,15 +1,21 @@
-"""DVC stage `importance`: SNIP scores of both patches of one round, on the patched models."""
+"""DVC stage `importance`: SNIP scores of both patches of one round, on the patched models (under `accelerate
+launch` when `compute.num_processes > 1` or `compute.accelerate_config` is set)."""
 
 import sys
 
 from stages._cli import log, parser, round_run
 
+from safepatching.patching.distributed import maybe_relaunch
 from safepatching.round.steps.score import score
+
+
+def _launch(params, argv: list[str]) -> int | None:
+    return maybe_relaunch(params.compute, "stages.importance", argv, log)
 
 
 def main(argv=None) -> int:
     return round_run(lambda args, params, layout: score(params, layout, log=log), parser(__doc__, round=True),
-                     argv)
+                     argv, launch=_launch)
 
 
 if __name__ == "__main__":

@@ -250,7 +250,11 @@ class LoraCfg(Strict):
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] | Literal["auto", "all-linear"] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        description="module names; 'auto': the attention + MLP projections of the model's architecture "
+                    "(patching.lora.LORA_TARGETS, keyed by config.model_type); 'all-linear': PEFT's every linear "
+                    "layer but the output head")
 
 
 class PatchCfg(Strict):
@@ -272,6 +276,41 @@ class ImportanceCfg(Strict):
     score: Literal["weight", "delta"] = Field("weight", description="SNIP |W * dL/dW| (weight) or |P * dL/dW| (delta)")
     n_samples: int = Field(128, ge=1)
     batch_size: int = Field(32, ge=1)
+
+
+class ComputeCfg(Strict):
+    """Where, in what precision and on how many processes models are loaded, trained and scored. The defaults (fp32,
+    CPU, one process, no accumulation or checkpointing) reproduce the organism's numbers exactly.
+
+    Batch sizes stay where they were: each objective's `batch_size` is the *global* batch of one optimizer step
+    (split into `grad_accumulation` micro-batches on each of `num_processes` processes, weighted so the loss is that
+    batch's mean: compute settings change a patch's numerics, never its math); SNIP's is `importance.batch_size`
+    (whole batches go to processes round-robin); evaluation's is `eval.batch_size` (generation; there is no separate
+    eval batch size)."""
+
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "float32", description="dtype the model's weights are loaded (and trained) in; auto: the checkpoint's own")
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="auto: cuda when visible, else cpu")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (patch training)")
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step (and per SNIP batch)")
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = Field(
+        None, description="evaluation only: spread a model that does not fit one device over all visible ones "
+                          "(accelerate big-model inference); replaces `device` for evaluation loads")
+    patch_dtype: Literal["float32", "base"] = Field(
+        "float32", description="float32: deltas computed and stored in fp32 (LoRA merged into fp32 copies of its "
+                               "target weights); base: in the base checkpoint's dtype (half the size for bf16, "
+                               "LoRA merged in that dtype, each delta rounded to its 8/11 significant bits)")
+    num_processes: int = Field(1, ge=1, description="> 1: train_patch and importance relaunch themselves with "
+                                                    "`accelerate launch` (DDP; one process per GPU, gloo on CPU)")
+    accelerate_config: str | None = Field(None, description="an `accelerate config` file (FSDP, DeepSpeed, mixed "
+                                                            "precision); its num_processes is overridden by ours")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ComputeCfg":
+        if self.accelerate_config and self.device == "cpu":
+            raise ValueError("accelerate_config (FSDP / DeepSpeed) needs device auto or cuda; CPU data parallel "
+                             "(gloo) needs only num_processes")
+        return self
 
 
 class RoundCfg(Strict):
@@ -372,6 +411,7 @@ class Params(Strict):
     data: DataCfg = Field(default_factory=DataCfg)
     patch: PatchCfg = Field(default_factory=PatchCfg)
     importance: ImportanceCfg = Field(default_factory=ImportanceCfg)
+    compute: ComputeCfg = Field(default_factory=ComputeCfg)
     merge: SerializeAsAny[MergeSettings] = Field(default_factory=lambda: merge_settings(DEFAULT_MERGE),
                                                  description="the merge used as-is when select.enabled is false")
     select: SelectCfg = Field(default_factory=SelectCfg)

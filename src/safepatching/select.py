@@ -103,17 +103,19 @@ def load_round_inputs(layout: RoundLayout) -> tuple[dict, dict, dict, dict]:
 
 
 def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict[str, list[dict]],
-              grid: list[MergeSettings], eval_cfg: EvalCfg, log=print) -> tuple[dict, list[dict]]:
+              grid: list[MergeSettings], eval_cfg: EvalCfg, log=print, compute=None) -> tuple[dict, list[dict]]:
     """Evaluate the parent and every grid point on `split` ({kind: rows}) with the deciding judge only;
-    returns (parent_headline, results)."""
+    returns (parent_headline, results). The model is loaded per `compute` (dtype, device or device_map); the base
+    state and the merges live on the CPU, so the accelerator holds one model copy, reloaded per point."""
     from .evaluation.generate import DecodingConfig
     from .evaluation.metrics import evaluate_rows, headline
     from .io.models import load_model
     from .merging.engine import merge_in_memory
     from .merging.method import label
 
-    model, tok = load_model(base_dir, trainable=False)
-    base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    kw = dict(dtype=compute.dtype, device=compute.device, device_map=compute.device_map) if compute else {}
+    model, tok = load_model(base_dir, trainable=False, **kw)
+    base_sd = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     p_se, p_om, s_se, s_om = inputs
     dec = DecodingConfig(eval_cfg.max_new_tokens, eval_cfg.batch_size)
     judge = eval_cfg.decide_with

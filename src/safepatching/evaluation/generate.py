@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..chat import prompt_text
+from ..io.models import input_device
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def generate(model, tok, prompts: list[str], cfg: DecodingConfig = DecodingConfi
         for r, i in enumerate(idx):
             ids[r, n - len(enc[i]):] = torch.tensor(enc[i])
             att[r, n - len(enc[i]):] = 1
-        dev = next(model.parameters()).device
+        dev = input_device(model)
         gen = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), do_sample=False,
                              max_new_tokens=cfg.max_new_tokens, pad_token_id=pad,
                              eos_token_id=tok.eos_token_id)

@@ -21,26 +21,62 @@ def versions() -> dict:
     return v
 
 
-def load_model(path: str | Path, trainable: bool = True):
-    """Any HF causal LM (local folder or hub id; hub ids need network). safetensors only."""
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_device(device: str = "cpu") -> torch.device:
+    """'auto' -> cuda when visible, else cpu; 'cuda' without a visible GPU is an error, not a silent CPU run."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"compute.device: {device!r} but no CUDA device is visible (use auto or cpu)")
+    return torch.device(device)
+
+
+def input_device(model) -> torch.device:
+    """Where a model's input ids go: its input embedding's device (a model spread by `device_map` included; an
+    offloaded embedding lives on 'meta' and accelerate's hooks take CPU inputs)."""
+    try:
+        dev = model.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        dev = next(model.parameters()).device
+    return torch.device("cpu") if dev.type == "meta" else dev
+
+
+def load_model(path: str | Path, trainable: bool = True, dtype: str = "float32", device: str = "cpu",
+               device_map: str | None = None):
+    """Any HF causal LM (local folder or hub id; hub ids need network). safetensors only.
+
+    dtype: float32 | bfloat16 | float16 | auto (the checkpoint's own); device: cpu | cuda | auto; device_map (auto |
+    balanced | sequential ...): spread the model over every visible device instead (inference only)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False)
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {list(DTYPES)}, got {dtype!r}")
+    kw: dict = {"dtype": "auto" if dtype == "auto" else DTYPES[dtype]}
+    if device_map:
+        kw["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False, **kw)
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    if torch.cuda.is_available():
-        model = model.cuda()
+    if not device_map:
+        dev = resolve_device(device)
+        if dev.type != "cpu":
+            model = model.to(dev)
     for p in model.parameters():
         p.requires_grad_(trainable)
     return model, tok
 
 
 def materialise(source: str, out: Path) -> None:
-    """Any HF causal LM (hub id or local path) -> a local safetensors folder (atomic)."""
+    """Any HF causal LM (hub id or local path) -> a local safetensors folder (atomic), in the source's own dtype
+    (`compute.dtype` decides what each stage loads it as)."""
     from .checkpoints import atomic_dir
 
-    model, tok = load_model(source, trainable=False)
+    model, tok = load_model(source, trainable=False, dtype="auto")
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)

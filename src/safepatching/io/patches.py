@@ -1,5 +1,6 @@
-"""The on-disk patch format: `patch.safetensors` (fp32 deltas keyed by the base checkpoint's tensor names, only
-tensors that changed) + `manifest.json`; and the importance-scores file name of a scores folder."""
+"""The on-disk patch format: `patch.safetensors` (deltas keyed by the base checkpoint's tensor names, only tensors
+that changed; fp32, or the base tensor's dtype with `compute.patch_dtype: base`) + `manifest.json`; and the
+importance-scores file name of a scores folder. Readers upcast deltas to fp32 before using them."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def iter_tensors(model_dir: Path):
         yield from tensors.items()
 
 
-def write_patch(base_dir: Path, trained_dir: Path, out_dir: Path, manifest: dict) -> dict:
-    """Diff two checkpoints tensor by tensor into out_dir/patch.safetensors (+ manifest); atomic."""
+def write_patch(base_dir: Path, trained_dir: Path, out_dir: Path, manifest: dict, dtype: str = "float32") -> dict:
+    """Diff two checkpoints tensor by tensor into out_dir/patch.safetensors (+ manifest); atomic. The difference is
+    taken in fp32 (exact for bf16/fp16 tensors) and stored in fp32 (dtype='float32') or rounded to the base tensor's
+    dtype (dtype='base'); a delta that rounds to zero there is dropped."""
+    if dtype not in ("float32", "base"):
+        raise ValueError(f"patch dtype must be float32 or base, got {dtype!r}")
     trained = dict(iter_tensors(trained_dir))  # one model in RAM (the trained one just saved)
     deltas: dict[str, torch.Tensor] = {}
     for name, base in iter_tensors(base_dir):
@@ -37,12 +42,15 @@ def write_patch(base_dir: Path, trained_dir: Path, out_dir: Path, manifest: dict
         d = new.float() - base.float()
         if not torch.isfinite(d).all():
             raise NonFiniteError(f"patch tensor {name} is not finite")
+        if dtype == "base" and base.dtype != torch.float32:
+            d = d.to(base.dtype)
         if torch.count_nonzero(d):
             deltas[name] = d.contiguous()
     with atomic_dir(out_dir, overwrite=True) as tmp:
         save_file(deltas, str(tmp / PATCH_FILE), metadata={"format": "safepatching-delta-v1"})
         norm = torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values())) if deltas else torch.tensor(0.0)
-        manifest = dict(manifest, tensors=len(deltas), elements=int(sum(d.numel() for d in deltas.values())),
+        manifest = dict(manifest, patch_dtype=dtype, tensors=len(deltas),
+                        elements=int(sum(d.numel() for d in deltas.values())),
                         l2_norm=float(norm), patch_sha256=sha256_file(tmp / PATCH_FILE))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -17,14 +17,25 @@ from safetensors.torch import save_file
 
 from ..chat import collate, encode_pair, sequence_nll
 from .objectives import get_objective
-from ..io.checkpoints import sha256_file
+from ..io.checkpoints import atomic_dir, sha256_file
 from ..io.models import load_model
 from ..io.patches import SCORES_FILE, apply_deltas, load_patch
+from .distributed import Dist
+
 
 def snip_scores(model, tok, pairs: list[tuple[str, str]], objective_name: str, names: list[str],
-                deltas: dict[str, torch.Tensor] | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """SNIP scores for the parameters in `names`. With `deltas`, scores use |P ⊙ g| instead of |W ⊙ g|."""
+                deltas: dict[str, torch.Tensor] | None = None, batch_size: int = 32, grad_accumulation: int = 1,
+                dist: Dist | None = None) -> dict[str, torch.Tensor]:
+    """SNIP scores for the parameters in `names`. With `deltas`, scores use |P ⊙ g| instead of |W ⊙ g|.
+
+    Each batch's gradient is that of its mean loss (accumulated over `grad_accumulation` micro-batches, weighted by
+    their share); under several processes (`dist`) whole batches go round-robin to the processes and the scores are
+    summed across them, so every process holds the same total as one process would (up to summation order).
+    Scores, and the gradients read each batch, live in fp32 on the CPU: the accelerator holds one model copy."""
     # npo's gradient at θ has |direction| of ga's; SNIP only uses |∂L/∂W|, so score npo patches with ga
+    from .distributed import micro_slices
+
+    dist = dist or Dist(next(model.parameters()).device)
     objective = get_objective("ga" if get_objective(objective_name).needs_ref else objective_name)
     params = dict(model.named_parameters())
     for p in model.parameters():
@@ -34,18 +45,27 @@ def snip_scores(model, tok, pairs: list[tuple[str, str]], objective_name: str, n
     scores = {n: torch.zeros_like(params[n], dtype=torch.float32, device="cpu") for n in names}
     encs = [encode_pair(tok, p, r) for p, r in pairs]
     model.eval()  # no dropout: scores are deterministic
-    dev = next(model.parameters()).device
-    for s in range(0, len(encs), batch_size):
-        batch = {k: v.to(dev) for k, v in collate(encs[s:s + batch_size], tok.pad_token_id).items()}
+    dev = dist.device
+    starts = list(range(0, len(encs), batch_size))
+    for s in starts[dist.rank::dist.world]:
+        batch = encs[s:s + batch_size]
         model.zero_grad(set_to_none=True)
-        loss = objective.loss(sequence_nll(model, batch))
-        loss.backward()
+        for (sl,) in micro_slices(len(batch), grad_accumulation, 1):
+            if sl.start == sl.stop:
+                continue
+            mb = {k: v.to(dev) for k, v in collate(batch[sl], tok.pad_token_id).items()}
+            loss = objective.loss(sequence_nll(model, mb))
+            if sl.stop - sl.start != len(batch):
+                loss = loss * ((sl.stop - sl.start) / len(batch))
+            loss.backward()
         with torch.no_grad():
             for n in names:
                 g = params[n].grad.float().cpu()
                 x = deltas[n].float() if deltas is not None else params[n].detach().float().cpu()
                 scores[n] += (x * g).abs()
     model.zero_grad(set_to_none=True)
+    for n in names:  # one tensor at a time through the accelerator
+        dist.sum_(scores[n])
     return scores
 
 
@@ -57,22 +77,34 @@ def sample_pairs(pairs: list[tuple[str, str]], n: int, seed: int) -> list[tuple[
 
 def compute_importance(base_dir: Path, patch_dir: Path, pairs: list[tuple[str, str]], out_dir: Path,
                        score: str = "weight", n_samples: int = 128, batch_size: int = 32, seed: int = 0,
-                       log=print) -> dict:
-    """Scores of one patch's tensors on θ+P; writes out_dir/scores.safetensors + manifest.json."""
-    deltas, pmanifest = load_patch(patch_dir)
-    model, tok = load_model(base_dir, trainable=False)
-    apply_deltas(model, deltas)
-    sub = sample_pairs(pairs, n_samples, seed)
-    scores = snip_scores(model, tok, sub, pmanifest.get("objective", "gd"), sorted(deltas),
-                         deltas=deltas if score == "delta" else None, batch_size=batch_size)
+                       log=print, compute=None) -> dict:
+    """Scores of one patch's tensors on θ+P; writes out_dir/scores.safetensors + manifest.json (atomically, on the
+    main process only; every process returns the manifest). `compute` (config.ComputeCfg) sets dtype, device and
+    accumulation; inside `accelerate launch` the batches are shared among the processes."""
+    from ..config import ComputeCfg
+    from .distributed import dist_context
+
+    compute = compute or ComputeCfg()
+    dist = dist_context(compute)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (SCORES_FILE + ".tmp")
-    save_file({k: v.contiguous() for k, v in scores.items()}, str(tmp))
-    tmp.replace(out_dir / SCORES_FILE)
+    deltas, pmanifest = load_patch(patch_dir)
+    model, tok = load_model(base_dir, trainable=False, dtype=compute.dtype, device=str(dist.device))
+    apply_deltas(model, deltas)  # in place: θ+P is the one copy
+    names = sorted(deltas)
+    if score != "delta":
+        deltas = None  # |W ⊙ g| needs only θ+P: free the patch's RAM
+    sub = sample_pairs(pairs, n_samples, seed)
+    scores = snip_scores(model, tok, sub, pmanifest.get("objective", "gd"), names, deltas=deltas,
+                         batch_size=batch_size, grad_accumulation=compute.grad_accumulation, dist=dist)
+    del model
     manifest = {"patch_sha256": pmanifest.get("patch_sha256", ""), "objective": pmanifest.get("objective"),
-                "score": score, "n_samples": len(sub), "tensors": len(scores),
-                "scores_sha256": sha256_file(out_dir / SCORES_FILE)}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    log(f"  importance ({score}) of {pmanifest.get('objective')} patch on {len(sub)} pairs: {len(scores)} tensors")
-    return manifest
+                "score": score, "n_samples": len(sub), "tensors": len(scores)}
+    if dist.is_main:
+        with atomic_dir(out_dir, overwrite=True) as tmp:
+            save_file({k: v.contiguous() for k, v in scores.items()}, str(tmp / SCORES_FILE))
+            manifest["scores_sha256"] = sha256_file(tmp / SCORES_FILE)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        log(f"  importance ({score}) of {pmanifest.get('objective')} patch on {len(sub)} pairs: {len(scores)} "
+            f"tensors" + (f" ({dist.world} processes)" if dist.world > 1 else ""))
+    dist.barrier()
+    return json.loads((out_dir / "manifest.json").read_text())

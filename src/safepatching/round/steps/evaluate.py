@@ -25,7 +25,8 @@ def evaluate_checkpoint(params: Params, model_path: str | Path, split: str | Non
     from ...evaluation.utility import run_utility
     from ...io.models import load_model
 
-    model, tok = load_model(model_path, trainable=False)
+    c = params.compute
+    model, tok = load_model(model_path, trainable=False, dtype=c.dtype, device=c.device, device_map=c.device_map)
     e = params.eval
     rows = load_prompt_file(prompt_file, kind, prompt_column) if prompt_file else load_suite(e.suite, split, root)
     configured = {j: e.judges[j] if j in e.judges else None for j in judges} if judges else e.judges

@@ -21,7 +21,7 @@ def train_patch(params: Params, layout: RoundLayout, kind: str, objective: str |
         obj = objective_settings({**obj.model_dump(), "objective": objective})
     batch = layout.root / params.round(layout.name).batch
     m = train(layout.parent_model, _pairs(params, layout), layout.patch(kind), obj, params.patch.backend,
-              params.patch.lora, params.patch.seed, batch_sha256=sha256_file(batch), log=log)
+              params.patch.lora, params.patch.seed, batch_sha256=sha256_file(batch), log=log, compute=params.compute)
     log(f"{layout.name}/{kind}: {m['objective']} {m['steps']} steps, NLL {m['start_nll']:.3f} -> "
         f"{m['final_nll']:.3f}, |P|={m['l2_norm']:.3f}")
     return m

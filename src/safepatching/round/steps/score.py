@@ -14,5 +14,5 @@ def score(params: Params, layout: RoundLayout, log=print) -> dict[str, dict]:
     pairs = _pairs(params, layout)
     imp = params.importance
     return {kind: compute_importance(layout.parent_model, layout.patch(kind), pairs, layout.scores(kind), imp.score,
-                                     imp.n_samples, imp.batch_size, params.seed, log=log)
+                                     imp.n_samples, imp.batch_size, params.seed, log=log, compute=params.compute)
             for kind in KINDS}

@@ -21,7 +21,7 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
     grid = sel.points() if sel.enabled else [base_merge]
     inputs = load_round_inputs(layout)
     split = load_suite(params.eval.suite, "val", layout.root)
-    parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log)
+    parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log, params.compute)
     chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
     layout.select_dir.mkdir(parents=True, exist_ok=True)
     diag_cfg = merge_settings(chosen["merge"]) if chosen.get("merge") else base_merge
