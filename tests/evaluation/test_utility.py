@@ -10,30 +10,14 @@ import pytest
 from safepatching.config import UtilityCfg, parse_params
 from safepatching.errors import ConfigError
 
+from ..stand_ins import MC_TASK
+
 pytest.importorskip("lm_eval")
 
 ROWS = [{"question": f"What is {a} plus {b}?", "choices": [str(a + b), str(a + b + 1), str(a * b + 7)], "answer": 0}
         for a in range(4) for b in range(3)]
 
-MC = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-  cache_dir: {cache}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{prefix} {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: answer
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
+MC = MC_TASK
 GEN = """task: tiny_gen
 dataset_path: json
 dataset_kwargs:
