@@ -28,6 +28,9 @@ def test_stage_hash_follows_the_lock_entry(tmp_path: Path) -> None:
     h = dvc_stage_hash(tmp_path, "merge@r1")
     assert len(h) == 64 and dvc_outs_md5(tmp_path, "merge@r1") == "a" * 32 + ".dir"
     assert dvc_stage_hash(tmp_path, "merge@r9") == ""
+    LOCK["stages"]["merge@r1"]["outs"][0]["size"] = 123  # bookkeeping only: same identity
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(LOCK))
+    assert dvc_stage_hash(tmp_path, "merge@r1") == h
     LOCK["stages"]["merge@r1"]["params"]["params.yaml"]["merge"]["alpha"] = 2.0  # another recipe
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(LOCK, sort_keys=False))
     assert dvc_stage_hash(tmp_path, "merge@r1") not in ("", h)

@@ -33,11 +33,16 @@ def _lock_entry(root: Path, stage: str) -> dict | None:
 
 
 def dvc_stage_hash(root: Path, stage: str) -> str:
-    """sha256 of the stage's dvc.lock entry (command, dependency and output hashes, params); '' when absent."""
+    """sha256 of what the stage's dvc.lock entry records: command, params, (path, md5) of every dependency and
+    output ('' when the stage is not in dvc.lock). Sizes and file counts are left out, so a lock-format change
+    that keeps the hashes does not change a version's identity."""
     entry = _lock_entry(root, stage)
     if not entry:
         return ""
-    return hashlib.sha256(json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    canon = {"cmd": entry.get("cmd"), "params": entry.get("params") or {},
+             "deps": sorted((d.get("path"), d.get("md5")) for d in entry.get("deps") or []),
+             "outs": sorted((o.get("path"), o.get("md5")) for o in entry.get("outs") or [])}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def dvc_outs_md5(root: Path, stage: str) -> str:
