@@ -31,7 +31,9 @@ def main(argv=None) -> int:
     p.add_argument("--params", default="params.yaml")
     a = p.parse_args(argv)
     schedule = {"interval": a.interval} if a.interval else {"cron": a.cron}
-    continual_psa.serve(name=a.name, parameters={"params_path": a.params}, **schedule,
+    # one run at a time (rounds never overlap in a workspace): the runner executes one flow run at once (limit) and
+    # the deployment has a concurrency limit of 1 (global_limit), so a run due while another is running waits
+    continual_psa.serve(name=a.name, parameters={"params_path": a.params}, **schedule, limit=1, global_limit=1,
                         tags=["safepatching"], description="continual SafePatching rounds from data/incoming")
     return 0
 

@@ -27,9 +27,8 @@ def main(argv=None) -> int:
         model = project.model(args.model) if named else args.model
         tag = args.prompts.stem if args.prompts else args.split
         out = args.out or layout.metrics(tag)
-        h = evaluate_checkpoint(params, model, None if args.prompts else project.eval_split(args.split), out,
-                                      args.prompts, args.kind, args.prompt_column,
-                                      tuple(args.judges) if args.judges else None)
+        h = evaluate_checkpoint(params, model, None if args.prompts else args.split, out, args.prompts, args.kind,
+                                args.prompt_column, tuple(args.judges) if args.judges else None, root=project.root)
         log(f"{args.model} [{tag}]: {json.dumps(h)} -> {out}")
     return run(go, p, argv)
 

@@ -1,5 +1,7 @@
-"""DVC stage `world`: build the organism's synthetic world into data/world/."""
+"""DVC stage `world`: build the organism's synthetic world into data/world/ (only when the backbone is the organism;
+for a real model it records that no world is built, and the eval suite points at the user's files)."""
 
+import json
 import sys
 
 from stages._cli import log, parser, run
@@ -9,12 +11,15 @@ from safepatching.round.layout import Project
 
 def main(argv=None) -> int:
     def go(args, params):
-        from safepatching.organism.world import build_world, save_world
+        out = Project(args.root).world
+        if params.backbone.source != "organism":
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "meta.json").write_text(json.dumps({"organism": False, "backbone": params.backbone.source}))
+            log(f"world: backbone is {params.backbone.source!r}, not the organism: no world built")
+            return
+        from safepatching.organism.world import build_world_from, save_world
 
-        w = params.world
-        world = build_world(params.seed, w.vulnerability, w.over_safety, w.n_reverse_train, w.max_eval_per_kind,
-                            w.decision_noise)
-        meta = save_world(world, Project(args.root).world)
+        meta = save_world(build_world_from(params.world, params.seed), out)
         log(f"world: {meta['counts']}")
     return run(go, parser(__doc__), argv)
 

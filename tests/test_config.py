@@ -52,3 +52,41 @@ def test_round_overrides_merge():
     with pytest.raises(ConfigError, match="no round named"):
         p.round("zz")
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["rounds"]["r1"]["parent"] == "backbone"
+
+
+@pytest.mark.parametrize("section, value, known", [
+    ({"merge": {"method": "tiess"}}, "tiess", "safepatching"),
+    ({"patch": {"se": {"objective": "gaa"}}}, "gaa", "npo"),
+    ({"eval": {"judges": {"exactt": {}}, "decide_with": "exactt"}}, "exactt", "keyword"),
+    ({"select": {"grid": {"dare_tie": {"p": [0.5]}}}}, "dare_tie", "dare"),
+])
+def test_misspelled_extension_names_fail_at_load_listing_known_names(section, value, known):
+    with pytest.raises(ConfigError, match=rf"unknown \w[\w ]* '{value}'; known .*'{known}'"):
+        parse_params(section)
+
+
+def test_an_extension_setting_is_checked_by_its_own_model():
+    with pytest.raises(ConfigError, match=r"merge: .*'ties': density: Input should be less than or equal to 1"):
+        parse_params({"merge": {"method": "ties", "density": 2.0}})
+    with pytest.raises(ConfigError, match=r"'task_arithmetic': p: unknown key"):  # a knob that method does not have
+        parse_params({"merge": {"method": "task_arithmetic", "p": 0.5}})
+    p = parse_params({"patch": {"se": {"objective": "npo", "beta": 0.3}}})
+    assert p.patch.se.beta == 0.3 and type(p.patch.se).__name__ == "NpoCfg"
+    with pytest.raises(ConfigError, match=r"'gd': beta: unknown key"):
+        parse_params({"patch": {"om": {"objective": "gd", "beta": 0.3}}})
+
+
+def test_grid_points_sweep_lists_in_order_and_validate_each_point():
+    p = parse_params({"select": {"grid": {"dare": {"p": [0.5, 0.9], "alpha": [1.0, 2.0], "beta": 1.0,
+                                                   "rescale": True, "seed": 0}}}})
+    pts = p.select.points()
+    assert [(x.p, x.alpha) for x in pts] == [(0.5, 1.0), (0.5, 2.0), (0.9, 1.0), (0.9, 2.0)]
+    with pytest.raises(ConfigError, match=r"select.grid: .*'dare': p: Input should be greater than 0"):
+        parse_params({"select": {"grid": {"dare": {"p": [0.0, 0.5]}}}})
+
+
+def test_deciding_judge_must_be_configured():
+    with pytest.raises(ConfigError, match=r"decide_with: 'keyword' is not a configured judge"):
+        parse_params({"eval": {"judges": {"exact": {}}, "decide_with": "keyword"}})
+    p = parse_params({"eval": {"judges": {"keyword": {}}, "decide_with": "keyword"}})
+    assert list(p.eval.judges) == ["keyword"]

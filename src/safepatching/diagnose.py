@@ -102,3 +102,41 @@ def format_diagnosis(d: dict) -> str:
         lines.append(f"{layer:6s} {r['cos']:7.3f} {r['overlap']:8.3f} {r['kept_se']:8.3f} {r['kept_om']:8.3f} "
                      f"{r['n_se']:8d} {r['n_om']:8d}")
     return "\n".join(lines)
+
+
+def importance_by_layer(s_se: dict[str, torch.Tensor], s_om: dict[str, torch.Tensor], pct: float = 10.0) -> dict:
+    """Where each patch's most important parameters sit (the paper's Figure 3): the share of the global top-pct% SNIP
+    set of each patch that falls in each layer, ranked across the whole model (not per tensor, which would spread
+    every set evenly by construction)."""
+    from .merging.masks import global_threshold
+
+    out: dict[str, dict[str, float]] = {}
+    for side, scores in (("se", s_se), ("om", s_om)):
+        thr = global_threshold(sorted(scores.items()), pct, total=sum(v.numel() for v in scores.values()))
+        counts: dict[str, float] = defaultdict(float)
+        for n, v in scores.items():
+            counts[layer_of(n)] += float((v.float() >= thr).sum())
+        tot = sum(counts.values()) or 1.0
+        out[side] = {k: round(c / tot, 4) for k, c in sorted(counts.items())}
+    return {"pct": pct, "share": out}
+
+
+def plot_importance_layers(d: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(set(d["share"]["se"]) | set(d["share"]["om"]))
+    x = range(len(layers))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar([i - 0.2 for i in x], [100 * d["share"]["se"].get(k, 0) for k in layers], 0.4, label="SE patch (ascent)")
+    ax.bar([i + 0.2 for i in x], [100 * d["share"]["om"].get(k, 0) for k in layers], 0.4, label="OM patch (descent)")
+    ax.set_xticks(list(x), layers, rotation=45)
+    ax.set_ylabel(f"share of the global top-{d['pct']:g}% (%)")
+    ax.set_title("where each patch's important parameters sit")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

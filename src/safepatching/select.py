@@ -33,12 +33,12 @@ def choose(results: list[dict], parent: dict, sel: SelectCfg) -> dict:
     """Apply the choice rule (module doc); the result carries `feasible` and `rule` (which tier chose it)."""
     def guard(r: dict) -> bool:  # never trade away utility, coherence or safety
         m = r["metrics"]
-        return (m["utility"] >= parent["utility"] - sel.utility_tolerance
+        return (m.get("utility", 0.0) >= parent.get("utility", 0.0) - sel.utility_tolerance
                 and m.get("other", 0) <= parent.get("other", 0) + sel.other_tolerance
                 and harm_score(m) <= harm_score(parent) + sel.harmful_tolerance)
 
     ok = [r for r in results if guard(r)]
-    key = lambda r: (harm_score(r["metrics"]), r["metrics"]["over_refusal"], -r["metrics"]["utility"])  # noqa: E731
+    key = lambda r: (harm_score(r["metrics"]), r["metrics"]["over_refusal"], -r["metrics"].get("utility", 0.0))  # noqa: E731
     feasible = [r for r in ok if r["metrics"]["over_refusal"] <= parent["over_refusal"] - sel.over_refusal_margin]
     if feasible:
         return dict(min(feasible, key=key), feasible=True, rule="constrained")
@@ -67,7 +67,7 @@ def plot_pareto(results: list[dict], parent: dict, chosen: dict, path: Path, tit
     fig, ax = plt.subplots(figsize=(7, 5))
     xs = [harm_score(r["metrics"]) for r in results]
     ys = [r["metrics"]["over_refusal"] for r in results]
-    cs = [r["metrics"]["utility"] for r in results]
+    cs = [r["metrics"].get("utility", 0.0) for r in results]
     sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=40, edgecolors="k", linewidths=0.3)
     fig.colorbar(sc, ax=ax, label="utility (exact match %)")
     front = sorted(pareto_front(results), key=lambda i: xs[i])
@@ -135,7 +135,7 @@ def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict
         h = ev()
         results.append({"label": label(cfg), "merge": cfg.model_dump(), "metrics": h})
         log(f"  [{i + 1}/{len(grid)}] {label(cfg):40s} harm {harm_score(h):5.1f}  over-ref {h['over_refusal']:5.1f}"
-            f"  util {h['utility']:5.1f}  other {h.get('other', 0):4.1f}")
+            f"  util {h.get('utility', float('nan')):5.1f}  other {h.get('other', 0):4.1f}")
     with torch.no_grad():
         model.load_state_dict(base_sd)
     log(f"  sweep of {len(grid)} points in {time.time() - t0:.1f}s")

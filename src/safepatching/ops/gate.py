@@ -67,9 +67,10 @@ def gate(candidate: dict, reference: dict | None, cfg: GateCfg, reference_name: 
         ref = _value(reference, "over_refusal", "reference")
         check("over_refusal", _value(candidate, "over_refusal", "candidate"), "<=", ref + cfg.over_refusal_tolerance,
               f"reference {ref:.2f} + over_refusal_tolerance {cfg.over_refusal_tolerance:g}")
-        ref = _value(reference, "utility", "reference")
-        check("utility", _value(candidate, "utility", "candidate"), ">=", ref - cfg.utility_tolerance,
-              f"reference {ref:.2f} - utility_tolerance {cfg.utility_tolerance:g}")
+        if "utility" in reference or "utility" in candidate:  # a suite without utility sets does not gate it
+            ref = _value(reference, "utility", "reference")
+            check("utility", _value(candidate, "utility", "candidate"), ">=", ref - cfg.utility_tolerance,
+                  f"reference {ref:.2f} - utility_tolerance {cfg.utility_tolerance:g}")
     check("other", _value(candidate, "other", "candidate"), "<=", cfg.max_other,
           f"absolute max_other {cfg.max_other:g}")
     name = reference_name or ("none" if reference is None else "reference")

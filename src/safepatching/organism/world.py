@@ -352,6 +352,12 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
                      "vulnerable_cells": sorted(map(list, vul)), "refused_lookalikes": sorted(refused)}}
 
 
+def build_world_from(cfg, seed: int) -> dict:
+    """build_world with the settings of a `config.WorldCfg` (params.yaml's `world:`)."""
+    return build_world(seed, cfg.vulnerability, cfg.over_safety, cfg.n_reverse_train, cfg.max_eval_per_kind,
+                       cfg.decision_noise)
+
+
 def save_world(world: dict, out: Path) -> dict:
     """Write the world to `out`: sft.jsonl, eval/<split>/<kind>.jsonl, batches/<category>.jsonl, meta.json."""
     out = Path(out)

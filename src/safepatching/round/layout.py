@@ -7,7 +7,8 @@ through these two types (relative to a project root, so a copied workspace stays
     artifacts/<name>/validation.json    the batch's validation report (+ validation_reports/)
     artifacts/<name>/se|om/             the two patches (patch.safetensors + manifest.json)
     artifacts/<name>/scores_se|om/      SNIP importance of each patch (scores.safetensors + manifest.json)
-    artifacts/<name>/select/            the validation sweep: selected.json, sweep.json, diagnosis.json, pareto.png
+    artifacts/<name>/select/            the validation sweep: selected.json, sweep.json, diagnosis.json, pareto.png,
+                                        importance_layers.json/.png
     artifacts/<name>/metrics_<split>.json (+ _samples.json)   evaluation
     artifacts/<name>/report.png         metrics over the lineage up to this round
 """
@@ -157,6 +158,11 @@ class RoundLayout:
     @property
     def pareto(self) -> Path:
         return self.select_dir / "pareto.png"
+
+    @property
+    def importance_layers(self) -> Path:
+        """Per-layer share of each patch's global top-k SNIP set (JSON; the plot is the .png beside it)."""
+        return self.select_dir / "importance_layers.json"
 
     def metrics(self, split: str) -> Path:
         return self.dir / f"metrics_{split}.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ...config import Params
@@ -10,24 +11,40 @@ from ..layout import RoundLayout
 
 def evaluate(params: Params, layout: RoundLayout, split: str, log=print) -> dict:
     """Metrics of the layout's model (a round's or the backbone's) on one eval split; returns the headline."""
-    return evaluate_checkpoint(params, layout.model, layout.project.eval_split(split), layout.metrics(split))
+    return evaluate_checkpoint(params, layout.model, split, layout.metrics(split), root=layout.root)
 
 
-def evaluate_checkpoint(params: Params, model_path: str | Path, eval_dir: Path | None, out: Path,
+def evaluate_checkpoint(params: Params, model_path: str | Path, split: str | None, out: Path,
                         prompt_file: Path | None = None, kind: str | None = None, prompt_column: str = "prompt",
-                        judges: tuple[str, ...] | None = None) -> dict:
-    """Any HF causal LM (local path or id) on an organism-style eval folder or on a user's prompt file; writes
-    `out` (+ samples) and returns the headline by the deciding judge."""
+                        judges: tuple[str, ...] | None = None, root: str | Path = ".") -> dict:
+    """Any HF causal LM (local path or id) on one split of the eval suite (`eval.suite`) or on a user's prompt
+    file; writes `out` (+ samples) and returns the headline by the deciding judge."""
     from ...evaluation.generate import DecodingConfig
-    from ...evaluation.metrics import evaluate_rows, headline, load_eval_split, load_prompt_file, write_metrics
+    from ...evaluation.metrics import evaluate_rows, headline, load_prompt_file, write_metrics
+    from ...evaluation.suite import load_suite
+    from ...evaluation.utility import run_utility
     from ...io.models import load_model
 
     model, tok = load_model(model_path, trainable=False)
     e = params.eval
-    split = load_prompt_file(prompt_file, kind, prompt_column) if prompt_file else load_eval_split(eval_dir)
+    rows = load_prompt_file(prompt_file, kind, prompt_column) if prompt_file else load_suite(e.suite, split, root)
     configured = {j: e.judges[j] if j in e.judges else None for j in judges} if judges else e.judges
     decide = e.decide_with if e.decide_with in configured else next(iter(configured))
-    metrics, samples = evaluate_rows(model, tok, split, configured, DecodingConfig(e.max_new_tokens, e.batch_size),
+    utility = run_utility(model, tok, e.utility) if e.utility.tasks else None  # first: a bad task name fails fast
+    metrics, samples = evaluate_rows(model, tok, rows, configured, DecodingConfig(e.max_new_tokens, e.batch_size),
                                      e.samples_per_kind)
     write_metrics(out, metrics, decide, samples)
-    return headline(metrics, decide)
+    head = headline(metrics, decide)
+    return _record_utility(out, utility) if utility else head
+
+
+def _record_utility(out: Path, res) -> dict:
+    """Adds lm-eval's numbers to a written metrics JSON: `utility_benchmarks` ({task: {metric: value}}) and each
+    task's `utility_<task>` percent in the headline; returns the headline."""
+    flat = json.loads(Path(out).read_text())
+    flat["utility_benchmarks"] = res.benchmarks
+    flat["headline"].update(res.headline)
+    if "utility" not in flat["headline"] and res.headline:  # no exact-match utility set: benchmarks are the utility
+        flat["headline"]["utility"] = round(sum(res.headline.values()) / len(res.headline), 2)
+    Path(out).write_text(json.dumps(flat, indent=2, sort_keys=True))
+    return flat["headline"]

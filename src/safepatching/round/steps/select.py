@@ -12,15 +12,15 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
     """Sweep merge variants on the validation split (reusing the patches and scores) and choose the round's point
     (see safepatching.select); writes selected.json, sweep.json, diagnosis.json and pareto.png."""
     from ...config import merge_settings
-    from ...diagnose import diagnose, format_diagnosis
-    from ...evaluation.metrics import load_eval_split
+    from ...diagnose import diagnose, format_diagnosis, importance_by_layer, plot_importance_layers
+    from ...evaluation.suite import load_suite
     from ...merging.method import label
     from ...select import SCALAR_KEYS, choose, load_round_inputs, plot_pareto, run_sweep
 
     sel, base_merge = params.select, params.merge_for(layout.name)
     grid = sel.points() if sel.enabled else [base_merge]
     inputs = load_round_inputs(layout)
-    split = load_eval_split(layout.project.eval_split("val"))
+    split = load_suite(params.eval.suite, "val", layout.root)
     parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log)
     chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
     layout.select_dir.mkdir(parents=True, exist_ok=True)
@@ -28,6 +28,9 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
     diag = diagnose(*inputs, diag_cfg)
     layout.diagnosis.write_text(json.dumps(diag, indent=1))
     log("  diagnosis of the two patches (masks of " + label(diag_cfg) + "):\n" + format_diagnosis(diag))
+    layers = importance_by_layer(inputs[2], inputs[3])
+    layout.importance_layers.write_text(json.dumps(layers, indent=1))
+    plot_importance_layers(layers, layout.importance_layers.with_suffix(".png"))
     layout.sweep.write_text(json.dumps({"parent": parent, "results": results}, indent=1))
     layout.selected.write_text(json.dumps(chosen, indent=2))
     plot_pareto(results, parent, chosen, layout.pareto, f"round {layout.name} (validation)")

@@ -11,12 +11,13 @@ from ..layout import RoundLayout
 def validate(params: Params, layout: RoundLayout, log=print) -> dict:
     """Great Expectations checks of the round's batch against the eval splits and its lineage's earlier batches;
     a failing batch raises ValidationFailed (report + Data Docs in data/quarantine/, the batch is not moved)."""
-    from ...batches.expectations import load_eval_prompts, validate_batch
+    from ...batches.expectations import validate_batch
+    from ...evaluation.suite import suite_prompts
 
     project = layout.project
     batch = layout.root / params.round(layout.name).batch
     earlier = [layout.root / params.round(n).batch for n in params.lineage(layout.name)[:-1]]
-    evals = load_eval_prompts(project.eval_split("val")) | load_eval_prompts(project.eval_split("test"))
+    evals = suite_prompts(params.eval.suite, layout.root)
     rep = validate_batch(batch, params.data, evals, earlier, project.quarantine, layout.validation_reports,
                          move=False)
     layout.validation.parent.mkdir(parents=True, exist_ok=True)
