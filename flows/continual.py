@@ -2,7 +2,9 @@
 
   continual_psa   take new batches from data/incoming/ (GX validation, quarantine on failure, `dvc add`,
                   a new round in params.yaml), then run every round in order, one at a time, under a
-                  workspace lock: `dvc repro` of the round, then MLflow registration + promotion gate.
+                  workspace lock: `dvc repro` of the round, then MLflow registration + promotion gate
+                  (a retrained round becomes a new version; an existing one keeps its recorded decision),
+                  and finally a check that the registry's champion is still in the lineage.
   psa_round       one round: repro -> register.
 
 Run: `python -m flows.continual` (ephemeral Prefect server; no server needed).
@@ -28,6 +30,7 @@ envdefaults.apply()
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from safepatching.ops.intake import append_round  # noqa: E402,F401  (re-exported for tests)
+from safepatching.ops.record import summary_line  # noqa: E402
 from safepatching.ops.report import table  # noqa: E402
 
 from safepatching.config import load_params  # noqa: E402
@@ -115,6 +118,14 @@ def register(params_path: str, name: str) -> dict:
     return record_round(params, RoundLayout.of(params, name, root()), log=get_run_logger().info).as_dict()
 
 
+@task(name="check-champion", retries=0)
+def check_champion(params_path: str) -> str | None:
+    """A warning line when the champion's model is no round's current model (safepatching.ops.record)."""
+    from safepatching.ops.record import check_champion as check
+
+    return check(load_params(root() / params_path), root())
+
+
 @flow(name="psa-round")
 def psa_round(name: str, params_path: str = "params.yaml") -> dict:
     t = repro([f"evaluate@{name}"])
@@ -138,6 +149,7 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
         for name in params.rounds:
             res = psa_round(name, params_path)
             results.append(res)
+        warning = check_champion(params_path)
     total = time.time() - t_start
     compute = base["stages"] + sum(r["stage_seconds"] for r in results)
     overhead = total - compute
@@ -145,10 +157,15 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     timings.parent.mkdir(parents=True, exist_ok=True)
     summary = {"total_seconds": round(total, 1), "stage_compute_seconds": round(compute, 1),
                "orchestration_overhead_seconds": round(overhead, 1),
-               "overhead_share": round(overhead / max(compute, 1e-9), 3), "rounds": results}
+               "overhead_share": round(overhead / max(compute, 1e-9), 3), "rounds": results,
+               "champion_warning": warning}
     with timings.open("a") as f:
         f.write(json.dumps(summary) + "\n")
     log.info("\n" + table(load_params(root() / params_path), Project(root())))
+    for r in results:
+        log.info(summary_line(r))
+    if warning:
+        log.warning(warning)
     log.info(f"total {total:.0f}s; stage compute {compute:.0f}s; Prefect+DVC+MLflow overhead {overhead:.0f}s "
              f"({100 * overhead / max(compute, 1e-9):.1f}% of compute)")
     return results
@@ -167,7 +184,10 @@ def main(argv=None) -> int:
     params = load_params(root() / args.params)
     print("\n" + table(params, Project(root())))
     for r in results:
-        print(f"  {r['round']}: MLflow version {r['version']} gate {'passed' if r['passed'] else 'failed'}")
+        print("  " + summary_line(r))
+    warning = check_champion.fn(args.params)
+    if warning:
+        print(f"WARNING: {warning}")
     print("\nNext: `mlflow ui --backend-store-uri sqlite:///mlflow.db` and `dvc dag`; champion: "
           "`python -m safepatching.ops.cli status`")
     return 0

@@ -177,6 +177,147 @@ def test_flow_registers_each_round_once(in_project):
     assert (champs and champs[0].version == max(passed, key=lambda v: int(v.version)).version) or not passed
 
 
+def _registry(project):
+    from safepatching.config import load_params
+    from safepatching.ops.tracking import ModelRegistry
+
+    return ModelRegistry.from_params(load_params(project / "params.yaml"), project)
+
+
+def _lineage(project) -> dict[str, str]:
+    """Round -> content hash of its merged model now (what the registry's identity is checked against)."""
+    from safepatching.config import load_params
+    from safepatching.ops.lineage import model_hashes
+
+    return model_hashes(load_params(project / "params.yaml"), project)
+
+
+def _layout(project, name):
+    from safepatching.config import load_params
+    from safepatching.round.layout import RoundLayout
+
+    return RoundLayout.of(load_params(project / "params.yaml"), name, project)
+
+
+def _champion(project) -> str | None:
+    c = _registry(project).champion()
+    return c[0] if c else None
+
+
+def test_changed_patch_parameter_makes_new_versions_that_supersede(in_project, capsys):
+    """Issue 13: after a parameter change DVC retrains every round; each becomes a new version (never
+    "already registered"), the old ones are superseded and never promoted, the champion moves only through
+    the gate, and a rerun with no change registers nothing."""
+    project = in_project
+    from flows.continual import continual_psa, main
+    from safepatching.ops.cli import main as cli
+    from safepatching.ops.tracking import RegistryError
+
+    p = project / "params.yaml"
+    orig = p.read_text()
+    continual_psa("params.yaml")  # the baseline (a no-op when an earlier test registered it)
+    hashes_before = _lineage(project)
+    live_before = {v.round: v for v in _registry(project).versions() if not v.superseded}
+    assert {r: live_before[r].model_sha256 for r in hashes_before} == hashes_before
+    champ_before = _champion(project)
+    assert champ_before is not None  # TINY's gate passes every version
+    try:
+        params = yaml.safe_load(orig)
+        params["patch"]["om"]["max_steps"] += 1
+        params["gate"]["max_other"] = 0.0  # strict: the tiny model babbles, so a new version should fail its gate
+        p.write_text(yaml.safe_dump(params, sort_keys=False))
+        res = continual_psa("params.yaml")
+        hashes = _lineage(project)
+        assert set(hashes) == set(hashes_before) and all(hashes[r] != hashes_before[r] for r in hashes)
+        assert [r["round"] for r in res if r["created"]] == list(hashes)  # every retrained round: a new version
+        vs = {v.version: v for v in _registry(project).versions()}
+        champ = champ_before
+        for r in res:
+            new, old = vs[r["version"]], live_before[r["round"]]
+            assert new.model_sha256 == r["model_sha256"] == hashes[r["round"]] != old.model_sha256
+            assert new.supersedes == (old.version,) and vs[old.version].superseded_by == new.version
+            headline = json.loads(_layout(project, r["round"]).metrics("test").read_text())["headline"]
+            assert {k: new.metrics[k] for k in headline} == pytest.approx(headline)  # the new metrics
+            assert new.gate_reference == f"champion v{champ}" and new.gate == ("passed" if r["passed"] else "failed")
+            if new.gate == "passed":
+                champ = new.version
+        assert _champion(project) == champ  # unchanged unless a new version passed the gate
+        for old in live_before.values():
+            assert vs[old.version].superseded and "candidate" not in vs[old.version].aliases
+            assert "champion" not in vs[old.version].aliases or old.version == champ == champ_before
+        assert "candidate" in vs[res[-1]["version"]].aliases
+        stale_champion = vs[champ].model_sha256 not in hashes.values()
+        summary = json.loads((project / "reports" / "timings.jsonl").read_text().splitlines()[-1])
+        assert bool(summary["champion_warning"]) == stale_champion
+
+        # superseded versions are never promoted again: refused without --force
+        old = live_before[res[0]["round"]].version
+        with pytest.raises(RegistryError, match=f"v{old} .* is superseded by v{res[0]['version']}"):
+            _registry(project).promote(old, "candidate")
+        capsys.readouterr()
+        assert cli(["--params", str(p), "promote", "--version", old]) == 2
+        assert "superseded" in capsys.readouterr().err
+        assert cli(["--params", str(p), "status"]) == 0
+        status = capsys.readouterr().out
+        for r in res:
+            assert f"superseded by v{r['version']}" in status and r["model_sha256"][:12] in status
+        assert ("WARNING: champion" in status) == stale_champion
+
+        # a rerun with nothing changed registers nothing and prints the recorded decisions
+        n = len(vs)
+        assert main([]) == 0
+        out = capsys.readouterr().out
+        assert len(_registry(project).versions()) == n and _champion(project) == champ
+        for r in res:
+            assert f"{r['round']}: MLflow version {r['version']} (already registered" in out
+        assert out.count("recorded gate") == len(res) and ("WARNING: champion" in out) == stale_champion
+    finally:
+        p.write_text(orig)
+
+    # back to the original parameters (DVC restores the same models) with the relaxed gate: new versions again,
+    # not the superseded ones brought back; they pass, so the champion moves to the last one
+    res = continual_psa("params.yaml")
+    hashes = _lineage(project)
+    assert hashes == hashes_before
+    assert all(r["created"] and r["passed"] for r in res)
+    vs = {v.version: v for v in _registry(project).versions()}
+    assert all(vs[r["version"]].model_sha256 == hashes[r["round"]] for r in res)
+    assert all(vs[v.version].superseded for v in live_before.values())
+    assert _champion(project) == res[-1]["version"]
+    assert not json.loads((project / "reports" / "timings.jsonl").read_text().splitlines()[-1])["champion_warning"]
+
+
+def _tensor_sha256(state: dict, keys) -> str:
+    """sha256 over (name, dtype, shape, raw bytes) of the named tensors: weights equal, not files."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for k in sorted(keys):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_champion_serves_the_lineage_model(in_project):
+    """`models:/<name>@champion` loads exactly the weights of the round whose model the champion records."""
+    project = in_project
+    from flows.continual import continual_psa
+    from safepatching.io.checkpoints import load_state_dict
+
+    continual_psa("params.yaml")
+    reg = _registry(project)
+    version, tags, _ = reg.champion()
+    hashes = _lineage(project)
+    rounds = [r for r, h in hashes.items() if h == tags["model_sha256"]]
+    assert rounds, f"champion v{version} is not in the lineage {hashes}"
+    disk = load_state_dict(_layout(project, rounds[0]).model)
+    served = reg.load_champion_pipeline().model.state_dict()
+    assert _tensor_sha256(served, disk) == _tensor_sha256(disk, disk)
+
+
 def test_bad_incoming_batch_is_quarantined_and_nothing_changes(in_project):
     project = in_project
     from flows.continual import continual_psa

@@ -92,6 +92,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def models(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Three loadable model folders with different content hashes: name -> (folder, sha256_dir)."""
+    from safepatching.io.checkpoints import sha256_dir
+
+    out = {}
+    for name in ("a", "b", "c"):
+        d = tmp_path_factory.mktemp(f"model-{name}") / "model"
+        shutil.copytree(tiny_model_dir, d)
+        cfg = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**cfg, "variant": name}))
+        out[name] = (d, sha256_dir(d))
+    return out
+
+
 def _registry(root: Path, db: Path):
     from safepatching.ops.tracking import ModelRegistry
 
@@ -99,23 +114,33 @@ def _registry(root: Path, db: Path):
     return ModelRegistry("sqlite:///mlflow.db", MODEL, root=root, max_new_tokens=4)
 
 
-def _register(reg, model_dir: Path, round_name: str, metrics: dict, reference: dict | None,
-              batch: str, parent: str | None, artifacts: list[Path] = ()) -> tuple[str, bool]:
+STAGE = "d" * 64
+
+
+def _register(reg, model: tuple[Path, str], round_name: str, metrics: dict, reference: dict | None,
+              batch: str, parent: str | None, artifacts: list[Path] = (), stage: str = STAGE,
+              decide=None, **extra) -> tuple[str, bool]:
+    model_dir, model_sha = model
     return reg.register_round(
         round_name, model_dir, params={"merge": {"alpha": 1.0, "a": 10.0}, "round": round_name},
-        metrics={**metrics, "eval/n_prompts": 40}, gate=gate(metrics, reference, CFG),
-        tags={"batch_sha256": batch, "parent_version": parent, "git_commit": "abc123",
-              "dvc_stage_hash": "d" * 32, "patch_manifest": {"se": {"steps": 3}}},
+        metrics={**metrics, "eval/n_prompts": 40},
+        gate=decide or gate(metrics, reference, CFG, "backbone" if reference is None else "champion v1"),
+        tags={"batch_sha256": batch, "parent_version": parent, "git_commit": "abc123", "model_sha256": model_sha,
+              "dvc_stage_hash": stage, "patch_manifest": {"se": {"steps": 3}}, **extra},
         artifacts=list(artifacts))
 
 
+def _never_called():
+    raise AssertionError("an existing version was gated again")
+
+
 @pytest.fixture(scope="module")
-def two_rounds(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path, tiny_model_dir: Path) -> Path:
-    """A registry where r1 passed its gate (v1) and r2 failed it (v2); tests work on copies of its DB."""
+def two_rounds(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path, models: dict) -> Path:
+    """A registry where r1 (model a) passed its gate (v1) and r2 (model b) failed it (v2); tests copy its DB."""
     root = tmp_path_factory.mktemp("two-rounds")
     reg = _registry(root, migrated_db)
-    assert _register(reg, tiny_model_dir, "r1", REF, None, "aaa1", None) == ("1", True)
-    assert _register(reg, tiny_model_dir, "r2", BAD, REF, "bbb2", "1") == ("2", True)
+    assert _register(reg, models["a"], "r1", REF, None, "aaa1", None) == ("1", True)
+    assert _register(reg, models["b"], "r2", BAD, REF, "bbb2", "1") == ("2", True)
     return root / "mlflow.db"
 
 
@@ -126,8 +151,7 @@ def reg2(tmp_path: Path, two_rounds: Path):
 
 
 # ---- registry -----------------------------------------------------------------------------------
-def test_register_rounds_gate_aliases_and_idempotency(tmp_path: Path, migrated_db: Path,
-                                                      tiny_model_dir: Path) -> None:
+def test_register_rounds_gate_aliases_and_idempotency(tmp_path: Path, migrated_db: Path, models: dict) -> None:
     reg = _registry(tmp_path, migrated_db)
     assert reg.champion() is None and reg.versions() == []
     plot = tmp_path / "metrics.png"
@@ -135,33 +159,40 @@ def test_register_rounds_gate_aliases_and_idempotency(tmp_path: Path, migrated_d
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"ok": True}))
 
-    assert _register(reg, tiny_model_dir, "r1", REF, None, "aaa1", None, [plot, summary]) == ("1", True)
+    assert _register(reg, models["a"], "r1", REF, None, "aaa1", None, [plot, summary]) == ("1", True)
     version, tags, metrics = reg.champion()
     assert version == "1" and tags["gate"] == "passed" and tags["round"] == "r1"
     assert tags["parent_version"] == "none" and tags["batch_sha256"] == "aaa1" and tags["git_commit"] == "abc123"
+    assert tags["model_sha256"] == models["a"][1] and tags["dvc_stage_hash"] == STAGE
+    assert tags["gate_reference"] == "backbone" and "supersedes" not in tags
     assert json.loads(tags["patch_manifest"]) == {"se": {"steps": 3}}
     assert metrics["harmful_jailbreak"] == 20.0 and metrics["eval.n_prompts"] == 40.0
     assert reg.versions()[0].aliases == ("candidate", "champion")
     run = reg.client.get_run(reg.versions()[0].run_id)
     assert run.info.run_name == "r1" and run.data.params["merge.alpha"] == "1.0"
+    assert run.data.tags["model_sha256"] == models["a"][1] and run.data.tags["dvc_stage_hash"] == STAGE
     logged = {a.path for a in reg.client.list_artifacts(run.info.run_id)}
     assert {"gate.json", "metrics.png", "summary.json"} <= logged
     assert Path(reg.artifact_root).is_relative_to(tmp_path)
 
     # r2 fails its gate: it becomes the candidate, the champion stays on v1
-    assert _register(reg, tiny_model_dir, "r2", BAD, REF, "bbb2", "1") == ("2", True)
+    assert _register(reg, models["b"], "r2", BAD, REF, "bbb2", "1") == ("2", True)
     rows = {r.version: r for r in reg.versions()}
     assert rows["1"].aliases == ("champion",) and rows["2"].aliases == ("candidate",)
     assert rows["2"].gate == "failed" and rows["2"].parent_version == "1"
+    assert rows["2"].gate_reference == "champion v1" and "harmful_jailbreak" in rows["2"].gate_reasons[0]
     assert "harmful_jailbreak" in json.loads(reg.client.get_model_version(MODEL, "2").tags["gate_reasons"])[0]
 
-    # same round + batch + parent again: no duplicate
-    assert _register(reg, tiny_model_dir, "r2", BAD, REF, "bbb2", "1") == ("2", False)
-    assert _register(reg, tiny_model_dir, "r1", REF, None, "aaa1", None) == ("1", False)
+    # the same identity again: no duplicate, and the recorded decision is never re-made
+    assert _register(reg, models["b"], "r2", BAD, REF, "bbb2", "1", decide=_never_called) == ("2", False)
+    assert _register(reg, models["a"], "r1", REF, None, "aaa1", None, decide=_never_called) == ("1", False)
     assert len(reg.versions()) == 2
     assert reg.find_version("r2", "bbb2", "1").version in ("2", 2)
+    assert reg.find_version("r2", "bbb2", "1", models["b"][1], STAGE).version in ("2", 2)
+    assert reg.find_version("r2", "bbb2", "1", models["a"][1]) is None
     assert reg.find_version("r2", "bbb2", "7") is None and reg.find_version("r2", "ccc3", "1") is None
     assert str(reg.latest_version("r2").version) == "2" and reg.latest_version("r9") is None
+    assert str(reg.live_version("r1", models["a"][1]).version) == "1" and reg.live_version("r1", models["b"][1]) is None
     with pytest.raises(SafePatchingError, match="batch_sha256"):
         reg.find_version("r2", None, "1")
 
@@ -169,18 +200,36 @@ def test_register_rounds_gate_aliases_and_idempotency(tmp_path: Path, migrated_d
 def test_interrupted_registration_is_finished_not_duplicated(reg2) -> None:
     reg2.client.delete_registered_model_alias(MODEL, "candidate")
     reg2.client.delete_model_version_tag(MODEL, "2", "registered")
-    assert reg2.register_round("r2", "/nonexistent", {}, BAD, gate(BAD, REF, CFG),
-                               {"batch_sha256": "bbb2", "parent_version": "1"}) == ("2", False)
+    tags = {"batch_sha256": "bbb2", "parent_version": "1", "dvc_stage_hash": STAGE,
+            "model_sha256": reg2.version("2").model_sha256}
+    assert reg2.register_round("r2", "/nonexistent", {}, BAD, _never_called, tags) == ("2", False)
     assert {r.version: r.aliases for r in reg2.versions()} == {"1": ("champion",), "2": ("candidate",)}
+
+
+def test_registration_needs_the_model_identity(reg2, models: dict) -> None:
+    from safepatching.ops.tracking import RegistryError
+
+    with pytest.raises(RegistryError, match=r"tags must include \['model_sha256', 'dvc_stage_hash'\]"):
+        reg2.register_round("r3", models["c"][0], {}, REF, gate(REF, None, CFG), {"batch_sha256": "ccc3"})
+    assert len(reg2.versions()) == 2
 
 
 def test_promote_and_rollback_move_the_champion(reg2) -> None:
     from safepatching.ops.tracking import RegistryError
 
     assert reg2.champion()[0] == "1"
-    reg2.promote("2")
+    with pytest.raises(RegistryError, match=r"refusing to point champion at v2 \(r2\) did not pass its gate vs "
+                                            r"champion v1: harmful_jailbreak=35.00.*--force"):
+        reg2.promote("2")
+    with pytest.raises(RegistryError, match="needs a reason"):
+        reg2.promote("2", force=True)
+    assert reg2.champion()[0] == "1" and "forced_promotions" not in reg2.client.get_model_version(MODEL, "2").tags
+    reg2.promote("2", force=True, reason="hotfix for incident 7", by="alice")
     version, tags, _ = reg2.champion()
     assert version == "2" and tags["previous_champion"] == "1"
+    (forced,) = reg2.version("2").forced
+    assert forced["alias"] == "champion" and forced["by"] == "alice" and forced["reason"] == "hotfix for incident 7"
+    assert forced["replaced"] == "1" and forced["at"]
     assert reg2.rollback() == "1" and reg2.champion()[0] == "1"
     with pytest.raises(RegistryError, match="no previous champion"):
         reg2.rollback()
@@ -205,21 +254,132 @@ def test_champion_loads_from_registry_and_generates(reg2) -> None:
     assert chat[0]["generated_text"][-1]["role"] == "assistant"
 
 
-def test_cli_status_promote_generate(tmp_path: Path, two_rounds: Path, capsys: pytest.CaptureFixture) -> None:
+def _cli_project(root: Path, db: Path, models: dict, lineage: dict[str, str]) -> Path:
+    """A params.yaml with rounds r1, r2 whose models/<round> are the given model folders, next to a copy of db."""
+    shutil.copy(db, root / "mlflow.db")
+    for name, model in lineage.items():
+        shutil.copytree(models[model][0], root / "models" / name)
+    params = root / "params.yaml"
+    params.write_text(f"mlflow:\n  tracking_uri: sqlite:///mlflow.db\n  model_name: {MODEL}\neval:\n  max_new_tokens: 4\n"
+                      "rounds:\n  r1: {batch: b1.jsonl, parent: backbone}\n  r2: {batch: b2.jsonl, parent: r1}\n")
+    return params
+
+
+def test_cli_status_promote_generate(tmp_path: Path, two_rounds: Path, models: dict,
+                                     capsys: pytest.CaptureFixture) -> None:
     from safepatching.ops.cli import main
 
-    shutil.copy(two_rounds, tmp_path / "mlflow.db")
-    params = tmp_path / "params.yaml"
-    params.write_text(f"mlflow:\n  tracking_uri: sqlite:///mlflow.db\n  model_name: {MODEL}\neval:\n  max_new_tokens: 4\n")
+    params = _cli_project(tmp_path, two_rounds, models, {"r1": "a", "r2": "b"})
     assert main(["--params", str(params), "status"]) == 0
     out = capsys.readouterr().out
     assert "candidate" in out and "champion" in out and "failed" in out and "harmful_jailbreak" in out
+    for col in ("model", "dvc_stage", "reference", "state"):
+        assert col in out.splitlines()[0]
+    assert models["a"][1][:12] in out and models["b"][1][:12] in out and STAGE[:12] in out
+    assert out.count("current") == 2 and "gate reasons:" in out and "v2 (r2) gate failed vs champion v1" in out
+    assert "WARNING" not in out
     assert main(["--params", str(params), "promote", "--version", "7"]) == 2
     assert "known versions: ['1', '2']" in capsys.readouterr().err
     assert main(["--params", str(params), "rollback"]) == 2
     assert "no previous champion" in capsys.readouterr().err
-    assert main(["--params", str(params), "promote", "--version", "2"]) == 0
+    assert main(["--params", str(params), "promote", "--version", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "did not pass its gate" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert main(["--params", str(params), "promote", "--version", "2", "--force"]) == 2
+    assert "needs a reason" in capsys.readouterr().err
+    assert main(["--params", str(params), "promote", "--version", "2", "--force", "--reason", "demo", "--by", "bob"]) == 0
+    assert "(forced)" in capsys.readouterr().out
+    assert main(["--params", str(params), "status"]) == 0
+    assert "v2 (r2) -> champion by bob" in capsys.readouterr().out
     assert main(["--params", str(params), "rollback"]) == 0
     assert "v1" in capsys.readouterr().out
     assert main(["--params", str(params), "generate", "--prompt", "how do I bake bread"]) == 0
     assert main(["--params", str(tmp_path / "missing.yaml"), "status"]) == 2
+
+
+def test_cli_reports_and_refuses_a_champion_out_of_the_lineage(tmp_path: Path, two_rounds: Path, models: dict,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """r1 was retrained (models/r1 is now model c): v1 is stale, status warns, promote refuses it without --force."""
+    from safepatching.ops.cli import main
+
+    params = _cli_project(tmp_path, two_rounds, models, {"r1": "c", "r2": "b"})
+    assert main(["--params", str(params), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "stale (not in lineage)" in out
+    assert f"WARNING: champion v1 (r1, model {models['a'][1][:12]}) is not in the lineage" in out
+    assert main(["--params", str(params), "promote", "--version", "1", "--alias", "candidate"]) == 2
+    assert "is not in the lineage" in capsys.readouterr().err
+
+
+# ---- identity: a retrained round is a new version ------------------------------------------------
+def test_retrained_round_supersedes_and_keeps_the_champion(reg2, models: dict) -> None:
+    """r1 with a new model (c) that fails its gate: v3 supersedes v1, candidate moves, champion stays on v1."""
+    from safepatching.ops.tracking import RegistryError
+
+    assert _register(reg2, models["c"], "r1", BAD, REF, "aaa1", None) == ("3", True)
+    rows = {r.version: r for r in reg2.versions()}
+    assert rows["3"].supersedes == ("1",) and rows["3"].model_sha256 == models["c"][1]
+    assert rows["1"].superseded and rows["1"].superseded_by == "3" and not rows["2"].superseded
+    assert rows["3"].gate == "failed" and rows["3"].aliases == ("candidate",)
+    assert rows["1"].aliases == ("champion",)  # unchanged: the new version did not pass its gate
+    assert rows["1"].model_sha256 == models["a"][1] and rows["1"].gate == "passed"  # nothing recorded is lost
+    # nothing changed: a no-op, recorded decision kept
+    assert _register(reg2, models["c"], "r1", BAD, REF, "aaa1", None, decide=_never_called) == ("3", False)
+    assert len(reg2.versions()) == 3
+    # the superseded version is never promoted again without force (any alias), nor rolled back to
+    with pytest.raises(RegistryError, match=r"v1 \(r1\) is superseded by v3.*--force"):
+        reg2.promote("1", "candidate")
+    reg2.promote("3", force=True, reason="try the retrained r1")
+    assert reg2.champion()[0] == "3"
+    with pytest.raises(RegistryError, match=r"v1 \(r1\) is superseded by v3.*--force"):
+        reg2.promote("1")
+    with pytest.raises(RegistryError, match=r"refusing to roll champion back to v1 \(r1\): it is superseded by v3"):
+        reg2.rollback()
+    assert reg2.rollback(force=True, reason="v3 garbles outputs", by="carol") == "1"
+    assert reg2.version("1").forced[0]["by"] == "carol" and reg2.champion()[0] == "1"
+
+
+def test_retrained_round_that_passes_becomes_champion(reg2, models: dict) -> None:
+    assert _register(reg2, models["c"], "r1", REF, REF, "aaa1", None) == ("3", True)
+    assert reg2.champion()[0] == "3" and reg2.champion()[1]["previous_champion"] == "1"
+    assert reg2.version("1").superseded_by == "3"
+
+
+def test_identity_includes_the_dvc_stage_hash(reg2, models: dict) -> None:
+    """Same weights, another recipe (the stage's lock entry changed): a new version too."""
+    assert _register(reg2, models["b"], "r2", BAD, REF, "bbb2", "1", stage="e" * 64) == ("3", True)
+    assert reg2.version("2").superseded_by == "3" and reg2.version("3").dvc_stage_hash == "e" * 64
+
+
+def test_a_reverted_model_is_a_new_version_not_a_resurrection(reg2, models: dict) -> None:
+    """r1: a -> c -> a again. The third registration is v4 (superseding v3); v1 stays superseded."""
+    assert _register(reg2, models["c"], "r1", BAD, REF, "aaa1", None) == ("3", True)
+    assert _register(reg2, models["a"], "r1", REF, REF, "aaa1", None) == ("4", True)
+    rows = {r.version: r for r in reg2.versions()}
+    assert rows["4"].supersedes == ("3",) and rows["3"].superseded_by == "4" and rows["1"].superseded_by == "3"
+    assert rows["4"].model_sha256 == rows["1"].model_sha256 and rows["4"].aliases == ("candidate", "champion")
+
+
+def test_interrupted_supersede_is_finished(reg2, models: dict) -> None:
+    assert _register(reg2, models["c"], "r1", BAD, REF, "aaa1", None) == ("3", True)
+    reg2.client.delete_model_version_tag(MODEL, "1", "superseded_by")
+    reg2.client.delete_model_version_tag(MODEL, "3", "registered")
+    assert _register(reg2, models["c"], "r1", BAD, REF, "aaa1", None, decide=_never_called) == ("3", False)
+    assert reg2.version("1").superseded_by == "3" and len(reg2.versions()) == 3
+
+
+def test_a_legacy_version_is_adopted_when_its_merge_output_is_unchanged(reg2, models: dict) -> None:
+    """Registered before model identity: no model_sha256 tag, dvc_stage_hash held the merge outputs' md5."""
+    from safepatching.ops.lineage import version_state
+
+    for v in ("1", "2"):
+        reg2.client.delete_model_version_tag(MODEL, v, "model_sha256")
+        reg2.client.set_model_version_tag(MODEL, v, "dvc_stage_hash", f"{v * 32}.dir")
+    assert version_state(reg2.version("1"), {}) == "legacy (no model hash)"
+    assert _register(reg2, models["a"], "r1", REF, None, "aaa1", None, decide=_never_called,
+                     dvc_outs_md5="1" * 32 + ".dir") == ("1", False)
+    row = reg2.version("1")
+    assert row.model_sha256 == models["a"][1] and row.dvc_stage_hash == STAGE and not row.superseded
+    # r2's merge output changed since: a new version supersedes the legacy one
+    assert _register(reg2, models["c"], "r2", BAD, REF, "bbb2", "1", dvc_outs_md5="f" * 32 + ".dir") == ("3", True)
+    assert reg2.version("2").superseded_by == "3"

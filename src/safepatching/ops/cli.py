@@ -1,12 +1,18 @@
 """Registry operations from the shell.
 
     python -m safepatching.ops.cli [--params params.yaml] status
-    python -m safepatching.ops.cli promote --version N [--alias champion]
-    python -m safepatching.ops.cli rollback
+    python -m safepatching.ops.cli promote --version N [--alias champion] [--force --reason "..." [--by NAME]]
+    python -m safepatching.ops.cli rollback [--force --reason "..." [--by NAME]]
     python -m safepatching.ops.cli generate --prompt "..." [--alias champion] [--max-new-tokens N]
 
 MLflow settings come from the params file's `mlflow:` section; a relative sqlite URI resolves against
 `--root` (default: the folder holding the params file). Typed errors exit with code 2 and one message.
+
+`promote` refuses a superseded version, a version not in the lineage (its model is no round's current
+`models/<round>`), and -- for `champion` -- a version whose recorded gate did not pass; `--force` overrides and is
+recorded on the version (tag `forced_promotions`: alias, who, why, when). `status` shows per version its round,
+model hash, DVC stage hash, gate decision (reference and reasons), state (current / superseded / stale) and
+aliases, and warns when the champion is not in the lineage.
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="point an alias (default champion) at a version")
     pr.add_argument("--version", required=True)
     pr.add_argument("--alias", default="champion")
-    sub.add_parser("rollback", help="move champion back to the version it replaced")
+    rb = sub.add_parser("rollback", help="move champion back to the version it replaced")
+    for q in (pr, rb):
+        q.add_argument("--force", action="store_true",
+                       help="override a refusal (superseded, not in the lineage, gate not passed); needs --reason")
+        q.add_argument("--reason", default="", help="why (recorded on the version with --force)")
+        q.add_argument("--by", default=None, help="who (recorded with --force; default: the current user)")
     g = sub.add_parser("generate", help="generate with the champion (or --alias) loaded from the registry")
     g.add_argument("--prompt", required=True)
     g.add_argument("--alias", default="champion")
@@ -37,15 +48,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _status(reg) -> str:
+def _status(reg, hashes: dict[str, str]) -> str:
+    from .lineage import champion_warning, version_state
+    from .tracking import short
+
     rows = reg.versions()
     if not rows:
         return f"model {reg.model_name!r}: no versions registered ({reg.uri})"
-    head = ["version", "round", "parent", "gate", "aliases", *HEADLINE]
-    table = [head] + [[r.version, r.round, r.parent_version, r.gate, ",".join(r.aliases),
+    head = ["version", "round", "parent", "model", "dvc_stage", "gate", "reference", "state", "aliases", *HEADLINE]
+    table = [head] + [[r.version, r.round, r.parent_version, short(r.model_sha256), short(r.dvc_stage_hash),
+                       r.gate or "-", r.gate_reference or "-", version_state(r, hashes), ",".join(r.aliases),
                        *(f"{r.metrics[m]:.1f}" if m in r.metrics else "-" for m in HEADLINE)] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    reasons = [f"  v{r.version} ({r.round}) gate {r.gate} vs {r.gate_reference or '-'}: {'; '.join(r.gate_reasons)}"
+               for r in rows if r.gate_reasons]
+    if reasons:
+        lines += ["", "gate reasons:", *reasons]
+    forced = [f"  v{r.version} ({r.round}) -> {f.get('alias')} by {f.get('by')} at {f.get('at')}: {f.get('reason')}"
+              for r in rows for f in r.forced if isinstance(f, dict)]
+    if forced:
+        lines += ["", "forced promotions:", *forced]
+    warning = champion_warning(rows, hashes)
+    if warning:
+        lines += ["", f"WARNING: {warning}"]
+    return "\n".join(lines)
 
 
 def _generate(reg, prompt: str, alias: str, max_new_tokens: int) -> str:
@@ -60,19 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from ..config import load_params
+        from .lineage import model_hashes
         from .tracking import ModelRegistry
 
         params = load_params(args.params)
         root = Path(args.root) if args.root else Path(args.params).resolve().parent
         reg = ModelRegistry.from_params(params, root=root)
         if args.cmd == "status":
-            print(_status(reg))
+            print(_status(reg, model_hashes(params, root)))
         elif args.cmd == "promote":
-            reg.promote(args.version, args.alias)
-            print(f"{reg.model_name}@{args.alias} -> v{args.version}")
+            reg.promote(args.version, args.alias, force=args.force, reason=args.reason, by=args.by,
+                        lineage=set(model_hashes(params, root).values()))
+            print(f"{reg.model_name}@{args.alias} -> v{args.version}" + (" (forced)" if args.force else ""))
         elif args.cmd == "rollback":
-            v = reg.rollback()
-            print(f"{reg.model_name}@champion -> v{v} (rolled back)")
+            v = reg.rollback(force=args.force, reason=args.reason, by=args.by)
+            print(f"{reg.model_name}@champion -> v{v} (rolled back)" + (" (forced)" if args.force else ""))
         elif args.cmd == "generate":
             print(_generate(reg, args.prompt, args.alias, args.max_new_tokens or params.eval.max_new_tokens))
     except SafePatchingError as e:

@@ -8,7 +8,8 @@ Metrics are percentages with the keys in `HEADLINE`. Rules (each failure gives i
 * other                              <= max_other  (absolute; the only rule without a reference)
 
 With no reference (no champion yet) only the absolute `other` bound applies. A non-finite value
-fails its rule. No MLflow here: the registry records the decision, this module only makes it.
+fails its rule. `reference_name` (e.g. "champion v3", "backbone") is kept in the decision so that a recorded
+decision says what it was measured against. No MLflow here: the registry records the decision, this module only makes it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class GateDecision:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +48,7 @@ def _value(metrics: dict, key: str, which: str) -> float:
     return float(v)
 
 
-def gate(candidate: dict, reference: dict | None, cfg: GateCfg) -> GateDecision:
+def gate(candidate: dict, reference: dict | None, cfg: GateCfg, reference_name: str = "") -> GateDecision:
     """Decide whether `candidate` may replace `reference` (the champion's metrics, or None)."""
     checks: dict[str, dict[str, Any]] = {}
     reasons: list[str] = []
@@ -71,4 +73,5 @@ def gate(candidate: dict, reference: dict | None, cfg: GateCfg) -> GateDecision:
                   f"reference {ref:.2f} - utility_tolerance {cfg.utility_tolerance:g}")
     check("other", _value(candidate, "other", "candidate"), "<=", cfg.max_other,
           f"absolute max_other {cfg.max_other:g}")
-    return GateDecision(passed=not reasons, reasons=reasons, checks=checks)
+    name = reference_name or ("none" if reference is None else "reference")
+    return GateDecision(passed=not reasons, reasons=reasons, checks=checks, reference=name)

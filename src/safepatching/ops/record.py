@@ -1,33 +1,61 @@
 """Recording a round: register its merged model in MLflow with its lineage, metrics and the gate's decision.
 
 `record_round(params, layout)` is the round's last step. It runs outside DVC (a cached stage would skip or repeat
-it) and is idempotent: the registry returns the existing version for the same round identity.
+it) and is idempotent: a version's identity is what produced it -- round, batch hash, parent version, the merged
+model's content hash and the hash of the DVC stage that wrote it. The same identity returns the existing version
+with the gate decision it was registered with (never re-gated); a retrained round becomes a new version that
+supersedes the old one (see `safepatching.ops.tracking`).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..batches.loading import load_pairs
+from ..io.checkpoints import sha256_dir
 from ..round.layout import BACKBONE, RoundLayout
-from .gate import gate
+from .gate import GateDecision, gate
+from .lineage import champion_warning, dvc_outs_md5, dvc_stage_hash, merge_stage, model_hashes
 from .report import read_headline, write_round_report
 
 
 @dataclass(frozen=True)
 class RecordResult:
+    """A round's registration: the version, whether it is new, and its recorded gate decision."""
+
     round: str
     version: str
     created: bool
     passed: bool
     reasons: list[str] = field(default_factory=list)
+    reference: str = ""
+    model_sha256: str = ""
+    dvc_stage_hash: str = ""
+    supersedes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"round": self.round, "version": self.version, "created": self.created, "passed": self.passed,
-                "reasons": list(self.reasons)}
+        return asdict(self)
+
+    def line(self) -> str:
+        """`r1: MLflow version 3 (new, supersedes v1; model 1a2b3c4d5e6f); gate FAILED vs champion v2: ...`"""
+        how = "new" if self.created else "already registered"
+        if self.supersedes:
+            how += ", supersedes " + ", ".join(f"v{v}" for v in self.supersedes)
+        verdict = "PASSED" if self.passed else "FAILED"
+        ref = f" vs {self.reference}" if self.reference else ""
+        why = ": " + "; ".join(self.reasons) if self.reasons else ""
+        recorded = "" if self.created else "recorded "
+        return (f"{self.round}: MLflow version {self.version} ({how}; model {self.model_sha256[:12] or '-'}); "
+                f"{recorded}gate {verdict}{ref}{why}")
+
+
+def summary_line(result: dict) -> str:
+    """`RecordResult.line()` of a result passed around as a dict (flow task results)."""
+    names = RecordResult.__dataclass_fields__
+    return RecordResult(**{k: v for k, v in result.items() if k in names}).line()
 
 
 def seen_categories(params, root: Path, name: str) -> list[str]:
@@ -50,17 +78,6 @@ def forgetting(full_metrics: dict, categories: list[str], judge: str) -> dict:
     return out
 
 
-def dvc_stage_hash(root: Path, stage: str) -> str:
-    """The md5s of a stage's outputs as recorded in dvc.lock ('' when not there)."""
-    import yaml
-
-    lock = Path(root) / "dvc.lock"
-    if not lock.exists():
-        return ""
-    st = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
-    return ",".join(o.get("md5", "") for o in st.get("outs", []))
-
-
 def git_commit(root: Path) -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
@@ -69,27 +86,38 @@ def git_commit(root: Path) -> str:
 
 
 def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
-    """Register the round in MLflow (idempotent) and apply the promotion gate against the champion."""
-    from .tracking import ModelRegistry
+    """Register the round in MLflow (idempotent by identity); a new version is gated against the champion."""
+    from .tracking import ModelRegistry, RegistryError
 
     root, name = layout.root, layout.name
     r = params.round(name)
     reg = ModelRegistry.from_params(params, root)
+    stage = merge_stage(name)
+    stage_hash = dvc_stage_hash(root, stage)
+    if not stage_hash:
+        raise RegistryError(f"dvc.lock has no stage {stage}: run `dvc repro evaluate@{name}` before registering {name}")
     cand = read_headline(layout.metrics("test"))
-    champ = reg.champion()
-    reference = champ[2] if champ else read_headline(layout.project.backbone().metrics("test"))
-    decision = gate(cand, reference, params.gate)
-    tags = {"round": name, "parent_round": r.parent,
-            "batch_sha256": json.loads(layout.validation.read_text())["sha256"],
-            "dvc_stage_hash": dvc_stage_hash(root, f"merge@{name}"), "git_commit": git_commit(root),
-            "patch_se": (layout.patch("se") / "manifest.json").read_text(),
-            "patch_om": (layout.patch("om") / "manifest.json").read_text(),
-            "selected": layout.selected.read_text()}
     parent_version = None
     if r.parent != BACKBONE:
-        pv = reg.latest_version(r.parent)
-        parent_version = pv.version if pv else None
-    tags["parent_version"] = str(parent_version or "")
+        pv = reg.live_version(r.parent, sha256_dir(RoundLayout.of(params, r.parent, root).model))
+        if pv is None:
+            raise RegistryError(f"{name}: parent round {r.parent} has no live registered version with its current "
+                                f"model; register {r.parent} first")
+        parent_version = str(pv.version)
+
+    def decide() -> GateDecision:  # only called when a new version is created
+        champ = reg.champion()
+        if champ:
+            return gate(cand, champ[2], params.gate, f"champion v{champ[0]}")
+        return gate(cand, read_headline(layout.project.backbone().metrics("test")), params.gate, "backbone")
+
+    tags = {"round": name, "parent_round": r.parent,
+            "batch_sha256": json.loads(layout.validation.read_text())["sha256"],
+            "model_sha256": sha256_dir(layout.model), "dvc_stage_hash": stage_hash,
+            "dvc_outs_md5": dvc_outs_md5(root, stage), "git_commit": git_commit(root),
+            "patch_se": (layout.patch("se") / "manifest.json").read_text(),
+            "patch_om": (layout.patch("om") / "manifest.json").read_text(),
+            "selected": layout.selected.read_text(), "parent_version": parent_version or ""}
     report = write_round_report(params, layout.project, name)
     chosen = json.loads(tags["selected"]).get("merge") or {}
     run_params = {"round": name, "parent": r.parent, **{f"merge.{k}": v for k, v in chosen.items()}}
@@ -97,9 +125,18 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
     judges = list(params.eval.judges)
     metrics = {**cand, **forgetting(full, seen_categories(params, root, name), params.eval.decide_with),
                **{f"{j}.{k}": v for j in judges for k, v in full.get(j, {}).items()}}
-    version, created = reg.register_round(name, layout.model, run_params, metrics, decision, tags,
+    version, created = reg.register_round(name, layout.model, run_params, metrics, decide, tags,
                                           [f for f in (report, layout.pareto, layout.importance_layers.with_suffix(".png"),
                                                        layout.diagnosis) if f.exists()])
-    log(f"{name}: MLflow version {version} ({'new' if created else 'already registered'}); "
-        f"gate {'PASSED' if decision.passed else 'FAILED: ' + '; '.join(decision.reasons)}")
-    return RecordResult(name, str(version), created, decision.passed, list(decision.reasons))
+    row = reg.version(version)
+    res = RecordResult(name, str(version), created, row.gate == "passed", list(row.gate_reasons), row.gate_reference,
+                       row.model_sha256, row.dvc_stage_hash, list(row.supersedes) if created else [])
+    log(res.line())
+    return res
+
+
+def check_champion(params, root: Path) -> str | None:
+    """One line when the registry's champion is not in the lineage (see `lineage.champion_warning`), else None."""
+    from .tracking import ModelRegistry
+
+    return champion_warning(ModelRegistry.from_params(params, root).versions(), model_hashes(params, Path(root)))

@@ -2,11 +2,21 @@
 
 Everything MLflow-specific lives in `ModelRegistry`; the rest of the package never imports mlflow.
 
-Idempotency: a round's model version is identified by three version tags, `round`, `batch_sha256`
-and `parent_version` ("none" for the first round). `register_round` returns an existing version
-with those tags instead of creating a duplicate. The tags are attached atomically when the version
-is created; a version tag `registered=complete` is written after the aliases, so a registration
-interrupted between the two is finished (not duplicated) by the next call.
+Identity: a version is what produced it. Its identity is five version tags: `round`, `batch_sha256`,
+`parent_version` ("none" for the first round), `model_sha256` (content hash of the merged model folder) and
+`dvc_stage_hash` (hash of the DVC lock entry of the stage that wrote the model). `register_round` returns the
+live version with that identity instead of creating a duplicate, so a rerun with nothing changed is a no-op.
+The same round with a different identity becomes a new version tagged `supersedes=<old versions>`; each old
+version gets `superseded_by=<new>` and is never promoted again by the pipeline (by hand: only with `force`,
+recorded in the version tag `forced_promotions` with who, why and when). Nothing is ever deleted.
+
+A registered version keeps the gate decision it was registered with (`gate`, `gate_reasons`, `gate_reference`):
+an existing version is never re-gated. Tags are attached atomically when the version is created; the tag
+`registered=complete` is written after superseding and the aliases, so a registration interrupted in between
+is finished (not duplicated) by the next call.
+
+Versions registered before model identity (no `model_sha256` tag) are adopted, not duplicated, when their
+recorded `dvc_stage_hash` (then the md5 of the merge stage's output) equals the current `dvc_outs_md5`.
 
 Rollback history: whenever `champion` moves to a version by promotion, that version gets the tag
 `previous_champion=<old champion>`; `rollback()` follows it back (repeatable, like a stack).
@@ -14,10 +24,13 @@ Rollback history: whenever `champion` moves to a version by promotion, that vers
 
 from __future__ import annotations
 
+import datetime as _dt
+import getpass
 import json
 import math
+import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +47,7 @@ from .gate import GateDecision
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 NO_PARENT = "none"
+IDENTITY = ("round", "batch_sha256", "parent_version", "model_sha256", "dvc_stage_hash")
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # values used inside search filter strings
 
@@ -58,6 +72,17 @@ class VersionRow:
     batch_sha256: str
     run_id: str | None
     metrics: dict[str, float]
+    model_sha256: str = ""
+    dvc_stage_hash: str = ""
+    gate_reasons: tuple[str, ...] = ()
+    gate_reference: str = ""
+    supersedes: tuple[str, ...] = ()
+    superseded_by: str = ""
+    forced: tuple[dict, ...] = ()
+
+    @property
+    def superseded(self) -> bool:
+        return bool(self.superseded_by)
 
 
 def resolve_tracking_uri(uri: str, root: str | Path) -> str:
@@ -95,6 +120,30 @@ def _metric_key(key: str) -> str:
 
 def _tag_value(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+
+
+def _split(v: str | None) -> tuple[str, ...]:
+    return tuple(x for x in (v or "").split(",") if x)
+
+
+def _json_list(v: str | None) -> list:
+    try:
+        out = json.loads(v or "[]")
+    except json.JSONDecodeError:
+        return [v]
+    return out if isinstance(out, list) else [out]
+
+
+def short(h: str | None, n: int = 12) -> str:
+    """A hash shortened for tables ('-' when unknown)."""
+    return h[:n] if h else "-"
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER") or "unknown"
 
 
 class ModelRegistry:
@@ -157,7 +206,7 @@ class ModelRegistry:
 
     def _aliases(self) -> dict[str, str]:
         try:
-            return dict(self.client.get_registered_model(self.model_name).aliases)
+            return {a: str(v) for a, v in self.client.get_registered_model(self.model_name).aliases.items()}
         except MlflowException as e:
             if e.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return {}
@@ -199,19 +248,32 @@ class ModelRegistry:
             raise RegistryError(f"MLflow ({self.uri}): {e.message}") from None
         return sorted(hits, key=lambda mv: int(mv.version))
 
-    def find_version(self, round_name: str, batch_sha256: str,
-                     parent_version: str | int | None) -> ModelVersion | None:
-        """The version registered for (round, batch, parent), or None (used for idempotency).
+    def find_version(self, round_name: str, batch_sha256: str, parent_version: str | int | None,
+                     model_sha256: str | None = None, dvc_stage_hash: str | None = None,
+                     include_superseded: bool = False) -> ModelVersion | None:
+        """The live version registered for this identity, or None (used for idempotency).
 
-        `parent_version` None or "" means "first round" (stored as the tag value "none").
+        `parent_version` None or "" means "first round" (stored as the tag value "none"). `model_sha256` and
+        `dvc_stage_hash` narrow the match when given. Superseded versions never match unless asked for.
         """
         parent = NO_PARENT if parent_version in (None, "") else str(parent_version)
-        hits = self._search(round=round_name, batch_sha256=batch_sha256, parent_version=parent)
+        tags = {"round": round_name, "batch_sha256": batch_sha256, "parent_version": parent}
+        if model_sha256 is not None:
+            tags["model_sha256"] = model_sha256
+        if dvc_stage_hash is not None:
+            tags["dvc_stage_hash"] = dvc_stage_hash
+        hits = [mv for mv in self._search(**tags) if include_superseded or not mv.tags.get("superseded_by")]
         return hits[0] if hits else None
 
     def latest_version(self, round_name: str) -> ModelVersion | None:
-        """The newest version registered for a round (any batch, any parent), or None."""
+        """The newest version registered for a round (any batch, any parent, superseded too), or None."""
         hits = self._search(round=round_name)
+        return hits[-1] if hits else None
+
+    def live_version(self, round_name: str, model_sha256: str | None = None) -> ModelVersion | None:
+        """The newest version of a round that is not superseded (with that model hash, when given), or None."""
+        tags = {"round": round_name} if model_sha256 is None else {"round": round_name, "model_sha256": model_sha256}
+        hits = [mv for mv in self._search(**tags) if not mv.tags.get("superseded_by")]
         return hits[-1] if hits else None
 
     def champion(self) -> tuple[str, dict[str, str], dict[str, float]] | None:
@@ -222,59 +284,140 @@ class ModelRegistry:
         mv = self.client.get_model_version(self.model_name, v)
         return str(mv.version), dict(mv.tags), self._run_metrics(mv.run_id)
 
+    def _row(self, mv: ModelVersion, aliases: Mapping[str, str]) -> VersionRow:
+        t = mv.tags
+        return VersionRow(
+            version=str(mv.version), round=t.get("round", ""), parent_version=t.get("parent_version", ""),
+            gate=t.get("gate", ""), aliases=tuple(sorted(a for a, v in aliases.items() if str(v) == str(mv.version))),
+            batch_sha256=t.get("batch_sha256", ""), run_id=mv.run_id, metrics=self._run_metrics(mv.run_id),
+            model_sha256=t.get("model_sha256", ""), dvc_stage_hash=t.get("dvc_stage_hash", ""),
+            gate_reasons=tuple(str(r) for r in _json_list(t.get("gate_reasons"))),
+            gate_reference=t.get("gate_reference", ""), supersedes=_split(t.get("supersedes")),
+            superseded_by=t.get("superseded_by", ""), forced=tuple(_json_list(t.get("forced_promotions"))))
+
+    def version(self, version: str | int) -> VersionRow:
+        """One version as recorded: identity, gate decision, supersede links, aliases, metrics."""
+        return self._row(self._get(version), self._aliases())
+
     def versions(self) -> list[VersionRow]:
-        """All versions, oldest first, with aliases, gate decision and run metrics."""
-        by_version: dict[str, list[str]] = {}
-        for alias, v in self._aliases().items():
-            by_version.setdefault(str(v), []).append(alias)
-        return [VersionRow(version=str(mv.version), round=mv.tags.get("round", ""),
-                           parent_version=mv.tags.get("parent_version", ""), gate=mv.tags.get("gate", ""),
-                           aliases=tuple(sorted(by_version.get(str(mv.version), []))),
-                           batch_sha256=mv.tags.get("batch_sha256", ""), run_id=mv.run_id,
-                           metrics=self._run_metrics(mv.run_id))
-                for mv in self._all_versions()]
+        """All versions, oldest first, with aliases, gate decision, supersede links and run metrics."""
+        aliases = self._aliases()
+        return [self._row(mv, aliases) for mv in self._all_versions()]
 
     # ---- aliases --------------------------------------------------------------------------------
-    def promote(self, version: str | int, alias: str = CHAMPION) -> None:
+    def _set_alias(self, alias: str, version: str) -> None:
         """Point `alias` at `version`; for `champion`, remember the old one for `rollback()`."""
-        mv = self._get(version)
-        version, old = str(mv.version), self._aliases().get(alias)
+        old = self._aliases().get(alias)
         if old == version:
             return
         if alias == CHAMPION and old is not None:
             self.client.set_model_version_tag(self.model_name, version, "previous_champion", old)
         self.client.set_registered_model_alias(self.model_name, alias, version)
 
-    def rollback(self) -> str:
-        """Move `champion` back to the version it replaced; returns the new champion version."""
+    def _refusal(self, row: VersionRow, alias: str, lineage: Iterable[str] | None) -> str | None:
+        """Why `row` may not get `alias` without force (None: it may)."""
+        if row.superseded:
+            return f"v{row.version} ({row.round}) is superseded by v{row.superseded_by}"
+        if alias == CHAMPION and row.gate != "passed":
+            why = f": {row.gate_reasons[0]}" if row.gate_reasons else ""
+            ref = f" vs {row.gate_reference}" if row.gate_reference else ""
+            return f"v{row.version} ({row.round}) did not pass its gate{ref}{why}"
+        if lineage is not None and row.model_sha256 not in set(lineage):
+            what = f"model {short(row.model_sha256)}" if row.model_sha256 else "no recorded model hash"
+            return (f"v{row.version} ({row.round}) is not in the lineage ({what}; no round in params.yaml has "
+                    "that model now)")
+        return None
+
+    def _record_force(self, version: str, alias: str, reason: str, by: str | None, replaced: str | None) -> None:
+        mv = self.client.get_model_version(self.model_name, version)
+        entries = _json_list(mv.tags.get("forced_promotions"))
+        entries.append({"alias": alias, "by": by or current_user(), "reason": reason, "replaced": replaced,
+                        "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        self.client.set_model_version_tag(self.model_name, version, "forced_promotions", json.dumps(entries))
+
+    def promote(self, version: str | int, alias: str = CHAMPION, *, force: bool = False, reason: str = "",
+                by: str | None = None, lineage: Iterable[str] | None = None) -> None:
+        """Point `alias` at `version` by hand.
+
+        Refused (RegistryError) for a superseded version, for `champion` when the version's recorded gate did
+        not pass, and for a version whose model hash is not in `lineage` (when given) -- unless `force`, which
+        needs a `reason` and is recorded on the version (tag `forced_promotions`: alias, by, reason, when).
+        """
+        row = self.version(version)
+        old = self._aliases().get(alias)
+        if old == row.version:
+            return
+        refusal = self._refusal(row, alias, lineage)
+        if force:
+            if not reason.strip():
+                raise RegistryError("a forced promotion needs a reason (--reason); it is recorded with who and when")
+            self._record_force(row.version, alias, reason.strip(), by, old)
+        elif refusal:
+            raise RegistryError(f"refusing to point {alias} at {refusal}; use --force --reason '...' to override")
+        self._set_alias(alias, row.version)
+
+    def rollback(self, *, force: bool = False, reason: str = "", by: str | None = None) -> str:
+        """Move `champion` back to the version it replaced; returns the new champion version.
+
+        A superseded previous champion is refused unless `force` (with a `reason`, recorded as for promote).
+        """
         cur = self._aliases().get(CHAMPION)
         if cur is None:
             raise RegistryError(f"model {self.model_name!r} has no champion to roll back")
         prev = self.client.get_model_version(self.model_name, cur).tags.get("previous_champion")
         if not prev:
             raise RegistryError(f"champion v{cur} of {self.model_name!r} has no previous champion to roll back to")
-        self._get(prev)
+        row = self.version(prev)
+        if force:
+            if not reason.strip():
+                raise RegistryError("a forced rollback needs a reason (--reason); it is recorded with who and when")
+            self._record_force(prev, CHAMPION, reason.strip(), by, cur)
+        elif row.superseded:
+            raise RegistryError(f"refusing to roll champion back to v{prev} ({row.round}): it is superseded by "
+                                f"v{row.superseded_by}; use --force --reason '...' to override")
         self.client.set_registered_model_alias(self.model_name, CHAMPION, prev)
         self.client.set_model_version_tag(self.model_name, cur, "rolled_back", "true")
         return prev
 
     # ---- registration ---------------------------------------------------------------------------
+    def _adopt_legacy(self, ident: Mapping[str, str], tags: Mapping[str, Any]) -> ModelVersion | None:
+        """A version registered before model identity whose merge output is today's: backfill its identity."""
+        outs = tags.get("dvc_outs_md5")
+        if not outs:
+            return None
+        for mv in self._search(round=ident["round"], batch_sha256=ident["batch_sha256"],
+                               parent_version=ident["parent_version"]):
+            if mv.tags.get("model_sha256") or mv.tags.get("superseded_by") or mv.tags.get("dvc_stage_hash") != outs:
+                continue
+            for k in ("model_sha256", "dvc_stage_hash"):
+                self.client.set_model_version_tag(self.model_name, mv.version, k, ident[k])
+            self.client.set_model_version_tag(self.model_name, mv.version, "dvc_outs_md5", str(outs))
+            self.client.set_model_version_tag(self.model_name, mv.version, "identity", "adopted")
+            return self.client.get_model_version(self.model_name, mv.version)
+        return None
+
     def register_round(self, round_name: str, model_dir: str | Path, params: Mapping[str, Any],
-                       metrics: Mapping[str, Any], gate: GateDecision, tags: Mapping[str, Any],
-                       artifacts: Sequence[str | Path] = ()) -> tuple[str, bool]:
+                       metrics: Mapping[str, Any], gate: GateDecision | Callable[[], GateDecision],
+                       tags: Mapping[str, Any], artifacts: Sequence[str | Path] = ()) -> tuple[str, bool]:
         """Log a run for the round, register its merged model and move the aliases.
 
-        `tags` must hold `batch_sha256` and may hold `parent_version` (None/absent: first round);
-        every entry becomes a version tag (non-strings as JSON). Returns (version, created).
+        `tags` must hold `batch_sha256`, `model_sha256` and `dvc_stage_hash`, and may hold `parent_version`
+        (None/absent: first round); every entry becomes a version tag (non-strings as JSON). `gate` is the
+        decision or a function making it; it is only used (called) when a new version is created -- an existing
+        version keeps the decision it was registered with. Returns (version, created).
         """
-        if "batch_sha256" not in tags:
-            raise RegistryError(f"register_round({round_name!r}): tags must include 'batch_sha256'")
+        missing = [k for k in ("batch_sha256", "model_sha256", "dvc_stage_hash") if not tags.get(k)]
+        if missing:
+            raise RegistryError(f"register_round({round_name!r}): tags must include {missing}")
         parent = tags.get("parent_version")
         parent = NO_PARENT if parent in (None, "") else str(parent)
-        existing = self.find_version(round_name, str(tags["batch_sha256"]), parent)
+        ident = {"round": round_name, "batch_sha256": str(tags["batch_sha256"]), "parent_version": parent,
+                 "model_sha256": str(tags["model_sha256"]), "dvc_stage_hash": str(tags["dvc_stage_hash"])}
+        existing = self.find_version(round_name, ident["batch_sha256"], parent, ident["model_sha256"],
+                                     ident["dvc_stage_hash"]) or self._adopt_legacy(ident, tags)
         if existing is not None:
             if existing.tags.get("registered") != "complete":
-                self._finish(str(existing.version), existing.tags.get("gate") == "passed")
+                self._finish(str(existing.version))
             return str(existing.version), False
 
         model_dir = Path(model_dir)
@@ -284,10 +427,14 @@ class ModelRegistry:
         if missing:
             raise RegistryError(f"register_round({round_name!r}): artifact files not found: {missing}")
 
-        decision = "passed" if gate.passed else "failed"
+        decision = gate() if callable(gate) else gate
+        verdict = "passed" if decision.passed else "failed"
+        olds = [str(mv.version) for mv in self._search(round=round_name) if not mv.tags.get("superseded_by")]
         version_tags = {k: _tag_value(v) for k, v in tags.items()}
-        version_tags.update(round=round_name, parent_version=parent, batch_sha256=str(tags["batch_sha256"]),
-                            gate=decision, gate_reasons=json.dumps(gate.reasons))
+        version_tags.update(ident, gate=verdict, gate_reasons=json.dumps(decision.reasons),
+                            gate_reference=decision.reference or "none")
+        if olds:
+            version_tags["supersedes"] = ",".join(olds)
         num = {_metric_key(k): float(v) for k, v in flatten(metrics).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
         par = {k: str(v)[:_MAX_PARAM] for k, v in flatten(params).items()}
@@ -298,13 +445,12 @@ class ModelRegistry:
         tok = AutoTokenizer.from_pretrained(model_dir)
         with self._active():
             with mlflow.start_run(experiment_id=self.experiment_id(), run_name=round_name) as run:
-                mlflow.set_tags({"round": round_name, "parent_version": parent, "gate": decision,
-                                 "batch_sha256": str(tags["batch_sha256"])})
+                mlflow.set_tags({**ident, "gate": verdict})
                 if par:
                     mlflow.log_params(par)
                 if num:
                     mlflow.log_metrics(num)
-                mlflow.log_dict(gate.to_dict(), "gate.json")
+                mlflow.log_dict(decision.to_dict(), "gate.json")
                 for a in artifacts:
                     mlflow.log_artifact(str(a))
                 info = mlflow.transformers.log_model(
@@ -312,13 +458,19 @@ class ModelRegistry:
                     task="text-generation", model_config={"max_new_tokens": self.max_new_tokens},
                     pip_requirements=_pip_requirements(), model_card=_model_card(round_name, version_tags))
                 mv = mlflow.register_model(info.model_uri, self.model_name, tags=version_tags)
-        self._finish(str(mv.version), gate.passed)
+        self._finish(str(mv.version))
         return str(mv.version), True
 
-    def _finish(self, version: str, passed: bool) -> None:
-        self.client.set_registered_model_alias(self.model_name, CANDIDATE, version)
-        if passed:
-            self.promote(version, CHAMPION)
+    def _finish(self, version: str) -> None:
+        """Mark what the version supersedes, move the aliases it earned, then tag it complete (idempotent)."""
+        mv = self.client.get_model_version(self.model_name, version)
+        for old in _split(mv.tags.get("supersedes")):
+            if not self.client.get_model_version(self.model_name, old).tags.get("superseded_by"):
+                self.client.set_model_version_tag(self.model_name, old, "superseded_by", version)
+        if not mv.tags.get("superseded_by"):
+            self._set_alias(CANDIDATE, version)
+            if mv.tags.get("gate") == "passed":
+                self._set_alias(CHAMPION, version)
         self.client.set_model_version_tag(self.model_name, version, "registered", "complete")
 
     # ---- serving --------------------------------------------------------------------------------
@@ -352,4 +504,4 @@ def _pip_requirements() -> list[str]:
 
 
 __all__ = ["ModelRegistry", "RegistryError", "UnknownVersionError", "VersionRow", "resolve_tracking_uri", "flatten",
-           "CANDIDATE", "CHAMPION"]
+           "short", "current_user", "CANDIDATE", "CHAMPION", "IDENTITY"]
