@@ -50,17 +50,18 @@ def stream_keys(seed: int, name: str, chunk: int = 0) -> tuple[int, int]:
 
 def hash32(i: int, k1: int, k2: int) -> int:
     """The generator on one element, in plain Python (the reference the blocked numpy code follows): C. Wellons'
-    lowbias32 (two multiply-xorshift rounds) of a Weyl step of the element's index within its chunk (i * golden
-    ratio + k1), keyed again by an xor between the rounds. (lowbias32 of i + k1 alone leaves the kept counts of
-    long runs of consecutive indices under-dispersed: z-score std 0.71 over 16M-entry runs.)"""
+    lowbias32 (two xorshift-multiply rounds) of a Weyl step of the element's index within its chunk (i * golden
+    ratio + k1), keyed again by an xor between the rounds, without lowbias32's final xorshift (h ^= h >> 16 leaves
+    the top 16 bits, which decide h < threshold, unchanged; dropping it saves two of eleven passes). The Weyl step
+    matters: lowbias32 of i + k1 leaves the kept counts of long runs of consecutive indices under-dispersed (z-score
+    std 0.71 over 16M-entry runs)."""
     m = 0xFFFFFFFF
     h = (i * WEYL + k1) & m
     h ^= h >> 16
     h = (h * 0x7FEB352D) & m
     h ^= k2
     h ^= h >> 15
-    h = (h * 0x846CA68B) & m
-    return h ^ (h >> 16)
+    return (h * 0x846CA68B) & m
 
 
 def bernoulli_threshold(p: float) -> int:
@@ -92,8 +93,6 @@ def _hash_below(start: int, out: np.ndarray, thr: int, seed: int, name: str, key
         np.right_shift(hb, 15, out=tb)
         hb ^= tb
         hb *= np.uint32(0x846CA68B)
-        np.right_shift(hb, 16, out=tb)
-        hb ^= tb
         np.less(hb, np.uint32(thr), out=out[j:j + m])
         j += m
 
@@ -102,7 +101,7 @@ def bernoulli_flat(n: int, p: float, seed: int, name: str, start: int = 0) -> to
     """Entries start ... start+n-1 of the (seed, name) Bernoulli(p) stream as a 1-D bool tensor: entry i is
     hash32(i mod 2^CHUNK_BITS, *stream_keys(seed, name, i >> CHUNK_BITS)) < bernoulli_threshold(p). A pure function
     of (i, p, seed, name), so any slice of the stream is the same whatever the blocking; computed in blocks of
-    HASH_BLOCK entries with uint32 numpy ops (~11 vectorised passes over a cache-resident block)."""
+    HASH_BLOCK entries with uint32 numpy ops (9 vectorised passes over a cache-resident block)."""
     out = torch.empty(n, dtype=torch.bool)
     o = out.numpy()
     thr = bernoulli_threshold(p)
