@@ -151,7 +151,9 @@ def _bracket(x: np.ndarray, k: int, n: int, among: np.ndarray | None) -> tuple[f
     the k-th largest of the n entries (hi >= it >= lo; inf / -inf when the sample has no such statistic). Only
     speed depends on the sample: callers check the bracket and fall back to an exact selection."""
     m = min(SAMPLE_MAX, x.size >> 6)  # sample size: two selections on it vs. a wider band to select from
-    idx = torch.randint(x.size, (m,), generator=torch.Generator().manual_seed(x.size)).numpy()
+    step = x.size // m  # stratified: one random entry of each of m consecutive strata, read in increasing order
+    # (a cache-friendly scan; iid random indices cost a cache miss each, ~0.35 ns per entry of a 1-3M tensor)
+    idx = np.arange(m) * step + torch.randint(step, (m,), generator=torch.Generator().manual_seed(x.size)).numpy()
     sample = x[idx] if among is None else x[idx[among[idx]]]
     m, q = sample.size, k / n
     margin = int(6 * math.sqrt(m * q * (1 - q))) + 64
