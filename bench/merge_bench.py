@@ -417,7 +417,7 @@ def mk_table(root: Path, res: dict, total: int, copy_io: float, threads: int) ->
     for c, kw in MK_CFGS.items():
         print(f"  {c}: ours {kw['ours']} | mergekit {kw['mk']} {kw['params']}")
     print(f"\n{'merge':<17}{'tool':<10}{'wall s':>8}{'cpu s':>8}{'in+out MB/s':>13}{'x copy':>8}{'peak RSS MB':>13}"
-          f"{'ours/mk thr.':>14}{'ours/mk RSS':>13}{'max |diff|':>12}{'share diff':>12}{'changed':>9}")
+          f"{'ours/mk thr.':>14}{'ours/mk RSS':>13}{'max |diff|':>12}{'share diff':>12}{'changed':>9}   wall s of each run")
     for c in MK_CFGS:
         o, m = res[f"ours:{c}"], res[f"mk:{c}"]
         cmp = run_child(f"compare:{c}", root, threads)
@@ -427,7 +427,7 @@ def mk_table(root: Path, res: dict, total: int, copy_io: float, threads: int) ->
                      f"{cmp['max_diff']:>12.2e}{cmp['share_diff']:>12.2e}" if first else f"{'':>14}{'':>13}{'':>12}{'':>12}")
             print(f"{c if first else '':<17}{tool:<10}{r['seconds']:>8.2f}{r['cpu']:>8.2f}{io / r['seconds'] / 1e6:>13.0f}"
                   f"{io / r['seconds'] / copy_io:>8.2f}{r['peak_rss'] / 1e6:>13.0f}{extra}"
-                  f"{cmp['changed_ours' if first else 'changed_mk']:>9.3f}")
+                  f"{cmp['changed_ours' if first else 'changed_mk']:>9.3f}   {' '.join(f'{x:.2f}' for x in r['all'])}")
         if cmp["missing"]:
             print(f"  tensors only in one output: {cmp['missing'][:5]}")
     print("\n(ours/mk thr.: mergekit's wall / ours; ours/mk RSS: our peak RSS / mergekit's; share diff: entries "
