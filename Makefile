@@ -46,7 +46,7 @@ bench: setup $(BENCH_STAMP)
 	OMP_NUM_THREADS=2 $(PY) bench/backbone_bench.py
 	OMP_NUM_THREADS=2 $(PY) bench/merge_bench.py --small
 
-## bench-merge: the full merge bench (1.1 GB fp32 Llama, ~10 GB of temp files in /tmp; see docs/performance.md)
+## bench-merge: the full merge bench (1.1 GB fp32 Llama, ~19 GB of temp files in /tmp; see docs/performance.md)
 bench-merge: setup $(BENCH_STAMP)
 	$(PY) bench/merge_bench.py
 
