@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
@@ -13,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: setup run test test-slow bench clean
+.PHONY: setup run test test-slow bench bench-merge clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +36,19 @@ test: setup
 test-slow: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
 
-bench: setup
+# bench-only requirements (mergekit, for merge_bench's mergekit column), constrained by the pinned stack
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	set -o pipefail; $(VENV)/bin/pip install -q -r requirements-bench.txt -c requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	touch $(BENCH_STAMP)
+
+## bench: backbone bench + a quick merge bench (~70 MB model; ours vs mergekit); installs requirements-bench.txt
+bench: setup $(BENCH_STAMP)
 	OMP_NUM_THREADS=2 $(PY) bench/backbone_bench.py
 	OMP_NUM_THREADS=2 $(PY) bench/merge_bench.py --small
+
+## bench-merge: the full merge bench (1.1 GB fp32 Llama, ~19 GB of temp files in /tmp; see docs/performance.md)
+bench-merge: setup $(BENCH_STAMP)
+	$(PY) bench/merge_bench.py
 
 clean:
 	rm -rf models artifacts reports mlflow.db mlartifacts .prefect data/quarantine data/incoming/*.tmp

@@ -15,8 +15,8 @@ from safepatching.io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, at
                                      load_state_dict, save_sharded, sha256_dir)
 from safepatching.config import MergeSettings, merge_settings
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
-from safepatching.merging.masks import (difference_sets, global_threshold, keep_count, name_seed, random_mask, topk_mask,
-                                where0)
+from safepatching.merging.masks import (MASK_VERSION, bernoulli_threshold, difference_sets, global_threshold, hash32,
+                                        keep_count, random_mask, stream_keys, topk_mask, where0)
 from safepatching.merging.engine import MergeStats, merge_checkpoint, merge_in_memory, row_blocks
 from safepatching.merging.method import TensorInputs, get_merge, known_merges, register_merge
 
@@ -203,6 +203,8 @@ def test_reload_gives_same_logits(world, tmp_path, method):
 
     cfg = for_method(method)
     man = _stream(world, tmp_path / "out", cfg)
+    assert man["mask_version"] == MASK_VERSION
+    assert json.loads((tmp_path / "out" / "merge_manifest.json").read_text())["mask_version"] == MASK_VERSION
     assert man["parents"]["base"]["sha256"] == sha256_dir(world["base"])
     assert man["parents"]["se_patch"]["manifest"] == {"objective": "se"}
     assert (tmp_path / "out" / INDEX_NAME).exists() and (tmp_path / "out" / "chat_template.jinja").exists()
@@ -380,11 +382,15 @@ def test_topk_among_equals_reference(n, levels, monkeypatch):
     assert torch.equal(topk_mask(s, 10.0, "global", 0.5, among=among), (s >= 0.5) & among)
 
 
-def test_random_mask_is_torch_rand_below_p():
-    """Drawn block by block, the mask is still torch.rand(shape) < p from the (seed, name) generator."""
+def test_random_mask_is_counter_hash_below_p():
+    """The mask is hash32(index, stream keys of (seed, name)) < p * 2^32, entry by entry (MASK_VERSION 2; this test
+    pinned torch.rand(shape) < p from a name_seed generator under version 1)."""
+    k1, k2 = stream_keys(7, "layer/se")
     for shape in [(3,), (700, 1001), (2, 300_000)]:
-        g = torch.Generator().manual_seed(name_seed(7, "layer/se"))
-        assert torch.equal(random_mask(shape, 0.9, 7, "layer/se"), torch.rand(shape, generator=g) < 0.9)
+        flat = random_mask(shape, 0.9, 7, "layer/se").reshape(-1)
+        n = flat.numel()
+        for i in sorted({0, 1, 2, n // 2, n - 1} | set(range(0, n, max(1, n // 997)))):
+            assert bool(flat[i]) == (hash32(i, k1, k2) < bernoulli_threshold(0.9)), (shape, i)
 
 
 def test_where0_is_torch_where_bit_for_bit():

@@ -39,7 +39,7 @@ from ..io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, c
 from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
 from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
-from .masks import global_threshold, where0
+from .masks import MASK_VERSION, global_threshold, where0
 from .method import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
 
 MERGE_MANIFEST = "merge_manifest.json"
@@ -385,6 +385,7 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
             manifest = {
                 "method": cfg.method,
                 "cfg": cfg.model_dump(mode="json"),
+                "mask_version": MASK_VERSION,
                 "parents": parents.result(),
                 "thresholds": {side: _finite_or_str(v) for side, v in thr.items()},
                 "stats": stats.as_dict(),
