@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -44,21 +45,51 @@ class WorkspaceBusy(SafePatchingError):
     """Another continual run holds the workspace lock (never two `dvc repro` in one workspace)."""
 
 
+_HELD: dict[str, int] = {}  # lock path -> pid of this process while it holds it (re-entrant: main() and the flow)
+
+
 @contextmanager
 def workspace_lock(path: Path | None = None):
-    path = path or Project(root()).lock
+    """Exclusive lock of the workspace (flock on `path`, released when the process dies). The holder writes its pid,
+    host, start time and command into the file; a refused run names that holder and leaves the file untouched.
+    Re-entrant within one process (main() takes it before the Prefect server starts, the flow again inside)."""
+    path = Path(path or Project(root()).lock).absolute()
+    key = str(path)
+    if _HELD.get(key) == os.getpid():
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # never O_TRUNC: the holder's record stays readable
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise WorkspaceBusy(f"{path} is held by another run; rounds run one at a time") from None
-        f.write(str(os.getpid()))
-        f.flush()
+            raise WorkspaceBusy(f"{path} is held by another run ({_holder(path)}); rounds run one at a time: wait for "
+                                "it, or stop it") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "cmd": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        _HELD[key] = os.getpid()
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            _HELD.pop(key, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "holder unknown"
+    try:
+        h = json.loads(text)
+        return f"pid {h.get('pid')} on {h.get('host')} since {h.get('started')}: {h.get('cmd')}"
+    except (json.JSONDecodeError, AttributeError):
+        return f"pid {text[:40]}" if text else "holder unknown"
 
 
 def _env() -> dict:
@@ -160,7 +191,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.chdir(root())
     try:
-        results = continual_psa(args.params)
+        with workspace_lock():  # before the flow starts its Prefect server: a refused run starts nothing
+            results = continual_psa(args.params)
     except SafePatchingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
