@@ -127,14 +127,47 @@ def repro(targets: list[str]) -> dict:
 
 
 @task(name="intake", retries=0)
-def intake(params_path: str) -> list[str]:
-    """New files in data/incoming -> validated, `dvc add`ed, appended as rounds (safepatching.ops.intake)."""
+def intake(params_path: str) -> dict:
+    """Reconcile half-done intakes, then new files in data/incoming -> validated, `dvc add`ed, appended as rounds
+    (safepatching.ops.intake). A failing file is quarantined and reported in the result; it never fails the run."""
     from safepatching.ops.intake import intake as take_in
 
     log = get_run_logger()
     project = Project(root())
-    return take_in(project, project.root / params_path,
-                   track=lambda path: sh(["dvc", "add", str(path.relative_to(project.root))], log), log=log.info)
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, project.root)
+
+    res = take_in(project, project.root / params_path, log=log.info, warn=log.warning,
+                  track=lambda path: sh(["dvc", "add", rel(path)], log),
+                  restore=lambda path: sh(["dvc", "checkout", rel(path) + ".dvc"], log))
+    for line in res.summary():
+        (log.info if res.ok else log.warning)(line)
+    return res.as_dict()
+
+
+class ContinualResult(list):
+    """The rounds' results (a list, one dict per round) plus what intake did (`intake`) and rounds that could not
+    run (`skipped`); `ok` is False when anything needs a person (a quarantined file, a broken round)."""
+
+    def __init__(self, rounds=(), intake: dict | None = None, skipped: list[str] | None = None):
+        super().__init__(rounds)
+        self.intake = intake or {}
+        self.skipped = skipped or []
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.intake.get("ok", True)) and not self.skipped
+
+    def attention(self) -> list[str]:
+        """Lines for a person: quarantined files, problems, skipped rounds."""
+        out = [f"QUARANTINED {q['file']!a} ({q['rule']}): see {q['report']}" for q in self.intake.get("quarantined", [])]
+        out += [f"PROBLEM {p}" for p in self.intake.get("problems", [])]
+        out += [f"SKIPPED round {r}: its batch (or an ancestor's) is missing" for r in self.skipped]
+        return out
+
+    def __reduce__(self):
+        return (ContinualResult, (list(self), self.intake, self.skipped))
 
 
 @task(name="register", retries=2, retry_delay_seconds=5)
@@ -161,12 +194,17 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     t_start = time.time()
     with workspace_lock():
         base = repro(["evaluate_backbone"])
-        new = intake(params_path)
-        if new:
-            log.info(f"new rounds from data/incoming: {new}")
+        taken = intake(params_path)
+        if taken["added"]:
+            log.info(f"new rounds from data/incoming: {taken['added']}")
         params = load_params(root() / params_path)
-        results = []
+        broken = set(taken["broken_rounds"])
+        skipped = [n for n in params.rounds if broken & set(params.lineage(n))]
+        results = ContinualResult(intake=taken, skipped=skipped)
         for name in params.rounds:
+            if name in skipped:
+                log.error(f"round {name}: skipped, its batch (or an ancestor's) is missing; see the intake problems")
+                continue
             res = psa_round(name, params_path)
             results.append(res)
     total = time.time() - t_start
@@ -176,12 +214,15 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     timings.parent.mkdir(parents=True, exist_ok=True)
     summary = {"total_seconds": round(total, 1), "stage_compute_seconds": round(compute, 1),
                "orchestration_overhead_seconds": round(overhead, 1),
-               "overhead_share": round(overhead / max(compute, 1e-9), 3), "rounds": results}
+               "overhead_share": round(overhead / max(compute, 1e-9), 3), "rounds": list(results),
+               "ok": results.ok}
     with timings.open("a") as f:
         f.write(json.dumps(summary) + "\n")
     log.info("\n" + table(load_params(root() / params_path), Project(root())))
     log.info(f"total {total:.0f}s; stage compute {compute:.0f}s; Prefect+DVC+MLflow overhead {overhead:.0f}s "
              f"({100 * overhead / max(compute, 1e-9):.1f}% of compute)")
+    for line in results.attention():
+        log.error(line)
     return results
 
 
@@ -202,6 +243,10 @@ def main(argv=None) -> int:
         print(f"  {r['round']}: MLflow version {r['version']} gate {'passed' if r['passed'] else 'failed'}")
     print("\nNext: `mlflow ui --backend-store-uri sqlite:///mlflow.db` and `dvc dag`; champion: "
           "`python -m safepatching.ops.cli status`")
+    attention = getattr(results, "attention", lambda: [])()
+    if attention:
+        print("\nATTENTION (exit 3):\n" + "\n".join(f"  {line}" for line in attention), file=sys.stderr)
+        return 3
     return 0
 
 

@@ -111,3 +111,20 @@ def test_append_round_refuses_an_existing_name(tmp_path):
     with pytest.raises(ConfigError, match="already exists"):
         append_round(p, "r1", "data/batches/x.jsonl", "backbone")
     assert p.read_text() == PARAMS
+
+
+def test_main_exits_3_and_names_what_needs_a_person(tmp_path, monkeypatch, capsys):
+    """A quarantined batch no longer fails the flow; the run still ends visibly: ATTENTION lines and exit 3."""
+    import flows.continual as fc
+
+    monkeypatch.setenv("SAFEPATCHING_ROOT", str(tmp_path))
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    monkeypatch.chdir(tmp_path)
+    taken = {"ok": False, "added": [], "broken_rounds": ["r4"], "problems": ["round r4: its batch is missing"],
+             "quarantined": [{"file": "a\nb.jsonl", "rule": "file_name", "report": "data/quarantine/a_b.jsonl.report.json"}]}
+    monkeypatch.setattr(fc, "continual_psa", lambda *a, **k: fc.ContinualResult([], intake=taken, skipped=["r4", "r5"]))
+    assert fc.main([]) == 3
+    err = capsys.readouterr().err
+    assert "ATTENTION" in err and "QUARANTINED 'a\\nb.jsonl' (file_name)" in err and "SKIPPED round r5" in err
+    ok = fc.ContinualResult([{"round": "r1"}], intake={"ok": True})
+    assert ok.ok and ok == [{"round": "r1"}] and not fc.ContinualResult([], intake=taken).ok
