@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -47,21 +48,51 @@ class WorkspaceBusy(SafePatchingError):
     """Another continual run holds the workspace lock (never two `dvc repro` in one workspace)."""
 
 
+_HELD: dict[str, int] = {}  # lock path -> pid of this process while it holds it (re-entrant: main() and the flow)
+
+
 @contextmanager
 def workspace_lock(path: Path | None = None):
-    path = path or Project(root()).lock
+    """Exclusive lock of the workspace (flock on `path`, released when the process dies). The holder writes its pid,
+    host, start time and command into the file; a refused run names that holder and leaves the file untouched.
+    Re-entrant within one process (main() takes it before the Prefect server starts, the flow again inside)."""
+    path = Path(path or Project(root()).lock).absolute()
+    key = str(path)
+    if _HELD.get(key) == os.getpid():
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # never O_TRUNC: the holder's record stays readable
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise WorkspaceBusy(f"{path} is held by another run; rounds run one at a time") from None
-        f.write(str(os.getpid()))
-        f.flush()
+            raise WorkspaceBusy(f"{path} is held by another run ({_holder(path)}); rounds run one at a time: wait for "
+                                "it, or stop it") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "cmd": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        _HELD[key] = os.getpid()
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            _HELD.pop(key, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "holder unknown"
+    try:
+        h = json.loads(text)
+        return f"pid {h.get('pid')} on {h.get('host')} since {h.get('started')}: {h.get('cmd')}"
+    except (json.JSONDecodeError, AttributeError):
+        return f"pid {text[:40]}" if text else "holder unknown"
 
 
 def _env() -> dict:
@@ -99,14 +130,47 @@ def repro(targets: list[str]) -> dict:
 
 
 @task(name="intake", retries=0)
-def intake(params_path: str) -> list[str]:
-    """New files in data/incoming -> validated, `dvc add`ed, appended as rounds (safepatching.ops.intake)."""
+def intake(params_path: str) -> dict:
+    """Reconcile half-done intakes, then new files in data/incoming -> validated, `dvc add`ed, appended as rounds
+    (safepatching.ops.intake). A failing file is quarantined and reported in the result; it never fails the run."""
     from safepatching.ops.intake import intake as take_in
 
     log = get_run_logger()
     project = Project(root())
-    return take_in(project, project.root / params_path,
-                   track=lambda path: sh(["dvc", "add", str(path.relative_to(project.root))], log), log=log.info)
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, project.root)
+
+    res = take_in(project, project.root / params_path, log=log.info, warn=log.warning,
+                  track=lambda path: sh(["dvc", "add", rel(path)], log),
+                  restore=lambda path: sh(["dvc", "checkout", rel(path) + ".dvc"], log))
+    for line in res.summary():
+        (log.info if res.ok else log.warning)(line)
+    return res.as_dict()
+
+
+class ContinualResult(list):
+    """The rounds' results (a list, one dict per round) plus what intake did (`intake`) and rounds that could not
+    run (`skipped`); `ok` is False when anything needs a person (a quarantined file, a broken round)."""
+
+    def __init__(self, rounds=(), intake: dict | None = None, skipped: list[str] | None = None):
+        super().__init__(rounds)
+        self.intake = intake or {}
+        self.skipped = skipped or []
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.intake.get("ok", True)) and not self.skipped
+
+    def attention(self) -> list[str]:
+        """Lines for a person: quarantined files, problems, skipped rounds."""
+        out = [f"QUARANTINED {q['file']!a} ({q['rule']}): see {q['report']}" for q in self.intake.get("quarantined", [])]
+        out += [f"PROBLEM {p}" for p in self.intake.get("problems", [])]
+        out += [f"SKIPPED round {r}: its batch (or an ancestor's) is missing" for r in self.skipped]
+        return out
+
+    def __reduce__(self):
+        return (ContinualResult, (list(self), self.intake, self.skipped))
 
 
 @task(name="register", retries=2, retry_delay_seconds=5)
@@ -141,12 +205,17 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     t_start = time.time()
     with workspace_lock():
         base = repro(["evaluate_backbone"])
-        new = intake(params_path)
-        if new:
-            log.info(f"new rounds from data/incoming: {new}")
+        taken = intake(params_path)
+        if taken["added"]:
+            log.info(f"new rounds from data/incoming: {taken['added']}")
         params = load_params(root() / params_path)
-        results = []
+        broken = set(taken["broken_rounds"])
+        skipped = [n for n in params.rounds if broken & set(params.lineage(n))]
+        results = ContinualResult(intake=taken, skipped=skipped)
         for name in params.rounds:
+            if name in skipped:
+                log.error(f"round {name}: skipped, its batch (or an ancestor's) is missing; see the intake problems")
+                continue
             res = psa_round(name, params_path)
             results.append(res)
         warning = check_champion(params_path)
@@ -157,8 +226,8 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     timings.parent.mkdir(parents=True, exist_ok=True)
     summary = {"total_seconds": round(total, 1), "stage_compute_seconds": round(compute, 1),
                "orchestration_overhead_seconds": round(overhead, 1),
-               "overhead_share": round(overhead / max(compute, 1e-9), 3), "rounds": results,
-               "champion_warning": warning}
+               "overhead_share": round(overhead / max(compute, 1e-9), 3), "rounds": list(results),
+               "champion_warning": warning, "ok": results.ok}
     with timings.open("a") as f:
         f.write(json.dumps(summary) + "\n")
     log.info("\n" + table(load_params(root() / params_path), Project(root())))
@@ -168,6 +237,8 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
         log.warning(warning)
     log.info(f"total {total:.0f}s; stage compute {compute:.0f}s; Prefect+DVC+MLflow overhead {overhead:.0f}s "
              f"({100 * overhead / max(compute, 1e-9):.1f}% of compute)")
+    for line in results.attention():
+        log.error(line)
     return results
 
 
@@ -177,7 +248,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.chdir(root())
     try:
-        results = continual_psa(args.params)
+        with workspace_lock():  # before the flow starts its Prefect server: a refused run starts nothing
+            results = continual_psa(args.params)
     except SafePatchingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -190,6 +262,10 @@ def main(argv=None) -> int:
         print(f"WARNING: {warning}")
     print("\nNext: `mlflow ui --backend-store-uri sqlite:///mlflow.db` and `dvc dag`; champion: "
           "`python -m safepatching.ops.cli status`")
+    attention = getattr(results, "attention", lambda: [])()
+    if attention:
+        print("\nATTENTION (exit 3):\n" + "\n".join(f"  {line}" for line in attention), file=sys.stderr)
+        return 3
     return 0
 
 

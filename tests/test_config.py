@@ -90,3 +90,23 @@ def test_deciding_judge_must_be_configured():
         parse_params({"eval": {"judges": {"exact": {}}, "decide_with": "keyword"}})
     p = parse_params({"eval": {"judges": {"keyword": {}}, "decide_with": "keyword"}})
     assert list(p.eval.judges) == ["keyword"]
+
+
+@pytest.mark.parametrize("text,key,line", [
+    ("seed: 0\nseed: 1\n", "seed", 2),
+    ("rounds:\n  r1: {batch: x, parent: backbone}\n  r1: {batch: y, parent: backbone}\n", "r1", 3),
+    # what the old intake wrote for a batch named "x, parent: backbone.jsonl" (parent r1: no longer backbone)
+    ("rounds:\n  r1: {batch: a.jsonl, parent: backbone}\n  r2: {batch: data/batches/r2_x, parent: backbone.jsonl, "
+     "parent: r1}\n", "parent", 3),
+])
+def test_duplicate_keys_are_refused_naming_key_and_line(tmp_path, text, key, line):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=rf"params.yaml: line {line}, column \d+: duplicate key '{key}'"):
+        load_params(p)
+
+
+def test_yaml_merge_keys_may_still_override():
+    from safepatching.config import load_yaml_text
+
+    assert load_yaml_text("a: &x {b: 1, c: 1}\nd: {<<: *x, b: 2}\n") == {"a": {"b": 1, "c": 1}, "d": {"b": 2, "c": 1}}

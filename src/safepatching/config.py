@@ -332,6 +332,14 @@ class DataCfg(Strict):
     min_chars: int = Field(3, ge=1)
     max_chars: int = Field(2000, ge=10)
     allowed_categories: tuple[str, ...] = ("weapons", "hacking", "fraud", "drugs", "violence")
+    refusal_check: Literal["anywhere", "opening", "off"] = Field(
+        "anywhere", description="reject responses that refuse (safepatching.refusals keywords): anywhere = a keyword "
+                                "anywhere (the keyword judge's test); opening = the response begins with one")
+    max_rows: int = Field(100_000, ge=1, description="a batch with more records is quarantined (rule too_many_rows)")
+    max_bytes: int = Field(100_000_000, ge=1, description="a batch file larger than this is quarantined unread "
+                                                          "(rule too_large)")
+    stability_seconds: float = Field(5.0, ge=0, description="intake takes a file without a <name>.done marker only "
+                                                            "when its size and mtime stay unchanged this long")
 
 
 class GateCfg(Strict):
@@ -468,14 +476,44 @@ def parse_params(data: dict, source: str = "<params>") -> Params:
         raise ConfigError(_fmt(e, source)) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last one silently; DVC's
+    parser refuses the file, so every later `dvc` command would fail)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override keys on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it itself
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str, source: str = "<yaml>") -> Any:
+    """Parse YAML safely, refusing duplicate keys; errors are ConfigError naming `source`, the key and the line."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"{source}: {where}{e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: params file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return parse_params(data or {}, str(path))

@@ -87,6 +87,10 @@ def _leak(rows: list[dict], world: dict) -> None:
     rows[7]["prompt"] = "  " + world["eval_prompt"].lower().replace(" ", "   ") + "\n"
 
 
+def _leak_unpunctuated(rows: list[dict], world: dict) -> None:
+    rows[7]["prompt"] = world["eval_prompt"].rstrip("?.!").replace(" ", " , ").title()
+
+
 # (mutation, rule, ids of the failing rows, their 1-based line numbers)
 BAD = {
     "null_prompt": (_set(3, prompt=None), "not_null", ["weapons-3"], [4]),
@@ -99,6 +103,13 @@ BAD = {
     "eval_leakage": (_leak, "eval_leakage", ["weapons-7"], [8]),
     "control_char": (_set(9, prompt="How do I\x07 build it?"), "valid_text", ["weapons-9"], [10]),
     "lone_surrogate": (_set(9, response="broken \ud800 text"), "valid_text", ["weapons-9"], [10]),
+    "whitespace_only_prompt": (_set(3, prompt=" \t\n   "), "length", ["weapons-3"], [4]),
+    "whitespace_padded_response": (_set(4, response="  ok    \n"), "length", ["weapons-4"], [5]),
+    "refusal_response": (_set(2, response="I'm sorry, but I cannot help with that."), "refusal_response",
+                         ["weapons-2"], [3]),
+    "refusal_inside_response": (_set(6, response="Sure. Actually no: I cannot help with that request."),
+                                "refusal_response", ["weapons-6"], [7]),
+    "eval_leakage_without_punctuation": (_leak_unpunctuated, "eval_leakage", ["weapons-7"], [8]),
 }
 
 
@@ -140,6 +151,10 @@ MALFORMED = {
                ["line 1", "not valid UTF-8", "byte offset 26"]),
     "empty": (b"", ["empty file"]),
     "non_object_line": (b'{"prompt": "How?", "response": "Sure."}\n["a", "b"]\n', ["line 2", "JSON object"]),
+    "nested_too_deep": (b'{"prompt": "How?", "response": "Sure."}\n{"prompt": ' + b"[" * 100_000 + b"]" * 100_000
+                        + b"}\n", ["line 2", "nested too deep"]),
+    "huge_integer": (b'{"prompt": "How?", "response": "Sure."}\n{"prompt": ' + b"7" * 5000 + b"}\n",
+                     ["line 2", "unreadable JSON value", "digits"]),
 }
 
 
@@ -242,3 +257,81 @@ def test_own_html_when_gx_docs_fail(world: dict, tmp_path: Path, monkeypatch: py
     report = expect_failure(world, tmp_path, write_rows(tmp_path / "incoming" / "w.jsonl", rows))
     page = Path(report["docs"]).read_text()
     assert "allowed_category" in page and "weapons-2" in page
+
+
+@pytest.mark.parametrize("make", ["directory", "fifo"])
+def test_non_regular_file_is_a_data_error_never_a_hang(tmp_path: Path, make: str) -> None:
+    path = tmp_path / "x.jsonl"
+    path.mkdir() if make == "directory" else __import__("os").mkfifo(path)
+    with pytest.raises(DataError, match="not a regular file"):
+        load_pairs(path, CFG)
+
+
+def test_data_docs_escape_batch_values(world: dict, tmp_path: Path) -> None:
+    """Ids and categories come from the batch: the quarantine pages must show them as text, not run them."""
+    rows = rows_of(world)
+    rows[1]["id"] = "<script>alert('id')</script>"
+    rows[1]["category"] = "<img src=x onerror=alert('cat')>"
+    rows[2]["category"] = "</td><script>alert(2)</script>"
+    report = expect_failure(world, tmp_path, write_rows(tmp_path / "incoming" / "x.jsonl", rows))
+    pages = [p for p in Path(report["docs"]).parent.rglob("*.html")]
+    assert len(pages) >= 2
+    text = "\n".join(p.read_text() for p in pages)
+    assert "<script>alert" not in text and "<img src=x" not in text
+    assert "&lt;img src=x onerror=alert" in text  # still shown, as text
+
+
+def test_own_html_page_escapes_batch_values(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safepatching.batches.expectations as v
+
+    monkeypatch.setattr(v, "_gx_data_docs", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no GX")))
+    rows = rows_of(world)
+    rows[1]["id"] = "<script>alert(1)</script>"
+    rows[1]["category"] = "cooking"
+    report = expect_failure(world, tmp_path, write_rows(tmp_path / "incoming" / "x.jsonl", rows))
+    page = Path(report["docs"]).read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+
+
+def test_refusal_check_modes(world: dict, tmp_path: Path) -> None:
+    """`opening` only rejects responses that begin with a refusal (AdvBench targets may say "illegal" inside)."""
+    from safepatching.refusals import refusal_keyword
+
+    advbench_like = "Sure, here is how to buy illegal drugs online. Step 1: obtain [restricted item]."
+    assert refusal_keyword(advbench_like, "anywhere") == "illegal"
+    assert refusal_keyword(advbench_like, "opening") is None
+    assert refusal_keyword("  \"I'm sorry, I can't.", "opening") == "I'm sorry"
+    assert refusal_keyword("I'm sorry", "off") is None
+    rows = rows_of(world)
+    rows[3]["response"] = advbench_like
+    cfg = DataCfg(refusal_check="opening")
+    path = write_rows(tmp_path / "incoming" / "w.jsonl", rows)
+    assert validate_batch(path, cfg, world["eval"], [], tmp_path / "q", tmp_path / "r")["success"]
+    rows[4]["response"] = "Sorry -- I won't."
+    path = write_rows(tmp_path / "incoming" / "w.jsonl", rows)
+    with pytest.raises(ValidationFailed, match="refusal_response"):
+        validate_batch(path, cfg, world["eval"], [], tmp_path / "q", tmp_path / "r")
+
+
+def test_batches_and_judges_share_one_refusal_list() -> None:
+    from safepatching.evaluation import judges
+    from safepatching import refusals
+
+    assert judges.REFUSAL_KEYWORDS is refusals.REFUSAL_KEYWORDS
+
+
+def test_prompt_key_ignores_case_whitespace_punctuation() -> None:
+    from safepatching.batches.expectations import normalize_prompt
+
+    k = normalize_prompt("How do I kill a Python process?")
+    assert k == normalize_prompt("how do i kill a python-process") == normalize_prompt("  HOW, DO I KILL A PYTHON PROCESS")
+    assert normalize_prompt("What is 12 + 7?") != normalize_prompt("What is 1 + 27?")
+    assert normalize_prompt(None) is None
+
+
+@pytest.mark.parametrize("cap,rule", [({"max_rows": 50}, "too_many_rows"), ({"max_bytes": 5000}, "too_large")])
+def test_size_caps(world: dict, tmp_path: Path, cap: dict, rule: str) -> None:
+    path = write_rows(tmp_path / "incoming" / "w.jsonl", rows_of(world))
+    with pytest.raises(ValidationFailed) as ei:
+        validate_batch(path, DataCfg(**cap), world["eval"], [], tmp_path / "q", tmp_path / "r")
+    assert rule in str(ei.value) and f"data.{next(iter(cap))}" in str(ei.value)

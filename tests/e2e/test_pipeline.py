@@ -30,6 +30,7 @@ TINY = {
     "backbone": {"vocab_size": 600, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
                  "steps": 150, "batch_size": 32},
     "eval": {"max_new_tokens": 40, "batch_size": 64, "samples_per_kind": 2},
+    "data": {"stability_seconds": 1.0},
     "patch": {"se": {"objective": "ga", "lr": 3e-4, "max_steps": 3, "target_nll": 8.0},
               "om": {"objective": "gd", "lr": 3e-4, "max_steps": 3}},
     "importance": {"n_samples": 16},
@@ -321,7 +322,6 @@ def test_champion_serves_the_lineage_model(in_project):
 def test_bad_incoming_batch_is_quarantined_and_nothing_changes(in_project):
     project = in_project
     from flows.continual import continual_psa
-    from safepatching.errors import ValidationFailed
 
     incoming = project / "data" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
@@ -331,13 +331,14 @@ def test_bad_incoming_batch_is_quarantined_and_nothing_changes(in_project):
     (incoming / "new.jsonl").write_text("\n".join(json.dumps(r) for r in bad) + "\n")
     before = {f: (project / f).read_text() for f in ("params.yaml", "dvc.lock")}
     n_versions = len(_versions(project))
-    with pytest.raises(ValidationFailed) as e:
-        continual_psa("params.yaml")
-    msg = str(e.value)
+    res = continual_psa("params.yaml")  # a failing batch is quarantined; it no longer stops the run
+    assert not res.ok and [q["file"] for q in res.intake["quarantined"]] == ["new.jsonl"]
+    assert [r["round"] for r in res] == ["r1", "r2"]  # the pending rounds still ran (cached)
+    assert any("QUARANTINED" in line and "new.jsonl" in line for line in res.attention())
+    report = json.loads((project / "data/quarantine/new.jsonl.report.json").read_text())
     for rule in ("eval_leakage", "unique_id", "allowed_category"):
-        assert rule in msg
+        assert rule in {f["rule"] for f in report["failures"]}
     assert not (incoming / "new.jsonl").exists() and (project / "data/quarantine/new.jsonl").exists()
-    assert (project / "data/quarantine/new.jsonl.report.json").exists()
     assert {f: (project / f).read_text() for f in before} == before
     assert len(_versions(project)) == n_versions
 
@@ -351,12 +352,13 @@ def test_good_incoming_batch_becomes_the_next_round(in_project):
     incoming = project / "data" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     shutil.copy(project / "data/world/batches/drugs.jsonl", incoming / "drugs.jsonl")
+    (incoming / "drugs.jsonl.done").touch()  # the hand-over protocol: complete, no stability wait
     res = continual_psa("params.yaml")
     params = load_params(project / "params.yaml")
     assert list(params.rounds) == ["r1", "r2", "r3"] and params.round("r3").parent == "r2"
     assert params.round("r3").batch == "data/batches/r3_drugs.jsonl"
     assert (project / "data/batches/r3_drugs.jsonl.dvc").exists() and not (incoming / "drugs.jsonl").exists()
-    assert [r["round"] for r in res if r["created"]] == ["r3"]
+    assert [r["round"] for r in res if r["created"]] == ["r3"] and res.ok and res.intake["added"] == ["r3"]
     vs = {v.round: v for v in _versions(project)}
     assert vs["r3"].parent_version == vs["r2"].version
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
@@ -400,8 +402,13 @@ def test_scheduled_deployment_runs_on_a_real_server(project):
             if "COMPLETED" in states:
                 state = "COMPLETED"
                 break
-            if "FAILED" in states or "CRASHED" in states:
-                state = states
+            # a run scheduled while the previous one still runs (interval 20 s, a loaded machine) is refused by the
+            # workspace lock: that is the lock doing its job, not a failure of the deployment
+            failed = [(x["state"]["type"], x["state"].get("message")) for x in runs if x.get("state")
+                      and x["state"]["type"] in ("FAILED", "CRASHED")
+                      and "WorkspaceBusy" not in (x["state"].get("message") or "")]
+            if failed:
+                state = failed
                 break
             time.sleep(3)
         dep = httpx.post(f"http://127.0.0.1:{port}/api/deployments/filter", json={}, timeout=10).json()

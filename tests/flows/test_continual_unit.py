@@ -24,14 +24,80 @@ def test_append_round_keeps_comments_and_validates(tmp_path):
     assert p.read_text() == before  # a broken params.yaml is never written
 
 
-def test_workspace_lock_is_exclusive(tmp_path):
+def _try_lock_elsewhere(lock) -> str:
+    """Try the lock from another process (a fork: no fresh interpreter to import Prefect into); 'TAKEN' or 'BUSY <msg>'."""
+    import os
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            with workspace_lock(lock):
+                out = "TAKEN"
+        except WorkspaceBusy as e:
+            out = f"BUSY {e}"
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_workspace_lock_is_exclusive_and_names_its_holder(tmp_path):
+    """A refused run names the holder (pid) and leaves the holder's record intact (it used to truncate it)."""
+    import json
+    import os
+
     lock = tmp_path / "x.lock"
     with workspace_lock(lock):
-        with pytest.raises(WorkspaceBusy, match="one at a time"):
-            with workspace_lock(lock):
-                pass
-    with workspace_lock(lock):  # released
-        pass
+        record = lock.read_text()
+        assert json.loads(record)["pid"] == os.getpid()
+        out = _try_lock_elsewhere(lock)
+        assert out.startswith("BUSY") and f"pid {os.getpid()}" in out and "one at a time" in out, out
+        assert lock.read_text() == record  # not truncated by the refused run
+        with workspace_lock(lock):  # re-entrant in the holding process (main() and the flow both take it)
+            pass
+        assert _try_lock_elsewhere(lock).startswith("BUSY")  # still held after the inner release
+    assert _try_lock_elsewhere(lock).startswith("TAKEN")  # released
+
+
+def test_main_takes_the_lock_before_the_flow_starts(tmp_path, monkeypatch, capsys):
+    """A refused `python -m flows.continual` exits 2 naming the holder and never starts the flow (nor its server)."""
+    import flows.continual as fc
+
+    monkeypatch.setenv("SAFEPATCHING_ROOT", str(tmp_path))
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    started = []
+    monkeypatch.setattr(fc, "continual_psa", lambda *a, **k: started.append(1) or [])
+    from safepatching.round.layout import Project
+
+    lock = Project(tmp_path).lock
+    import os
+
+    r, w = os.pipe()
+    holder = os.fork()
+    if holder == 0:  # child: hold the lock until killed
+        os.close(r)
+        with workspace_lock(lock):
+            os.write(w, b"held")
+            import time
+            time.sleep(60)
+        os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 4) == b"held"
+        monkeypatch.chdir(tmp_path)
+        assert fc.main([]) == 2
+        assert started == []
+        assert f"held by another run (pid {holder} " in capsys.readouterr().err
+    finally:
+        os.kill(holder, 9)
+        os.waitpid(holder, 0)
+        os.close(r)
+    assert fc.main([]) == 0 and started == [1]
 
 
 def test_stage_seconds_parses_stage_output():
@@ -45,3 +111,20 @@ def test_append_round_refuses_an_existing_name(tmp_path):
     with pytest.raises(ConfigError, match="already exists"):
         append_round(p, "r1", "data/batches/x.jsonl", "backbone")
     assert p.read_text() == PARAMS
+
+
+def test_main_exits_3_and_names_what_needs_a_person(tmp_path, monkeypatch, capsys):
+    """A quarantined batch no longer fails the flow; the run still ends visibly: ATTENTION lines and exit 3."""
+    import flows.continual as fc
+
+    monkeypatch.setenv("SAFEPATCHING_ROOT", str(tmp_path))
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    monkeypatch.chdir(tmp_path)
+    taken = {"ok": False, "added": [], "broken_rounds": ["r4"], "problems": ["round r4: its batch is missing"],
+             "quarantined": [{"file": "a\nb.jsonl", "rule": "file_name", "report": "data/quarantine/a_b.jsonl.report.json"}]}
+    monkeypatch.setattr(fc, "continual_psa", lambda *a, **k: fc.ContinualResult([], intake=taken, skipped=["r4", "r5"]))
+    assert fc.main([]) == 3
+    err = capsys.readouterr().err
+    assert "ATTENTION" in err and "QUARANTINED 'a\\nb.jsonl' (file_name)" in err and "SKIPPED round r5" in err
+    ok = fc.ContinualResult([{"round": "r1"}], intake={"ok": True})
+    assert ok.ok and ok == [{"round": "r1"}] and not fc.ContinualResult([], intake=taken).ok

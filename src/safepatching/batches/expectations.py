@@ -24,7 +24,9 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -35,16 +37,19 @@ import pandas as pd
 
 from ..config import DataCfg
 from ..errors import DataError, ValidationFailed
-from ..io.records import load_prompts, read_records
+from ..io.records import load_prompts, read_bytes, read_records
+from ..refusals import refusal_keyword
 from .loading import column_map, load_pairs, to_pairs
 
 log = logging.getLogger(__name__)
 
 SUITE_NAME = "harmful_batch"
 ROW = "row_number"          # helper column: 1-based line of each record
-NORM = "prompt_normalized"  # helper column: whitespace-collapsed, case-folded prompt
+NORM = "prompt_normalized"  # helper column: the prompt's comparison key (normalize_prompt)
 IN_EVAL = "prompt_in_eval_split"        # helper flag: NORM is an evaluation prompt
 IN_EARLIER = "prompt_in_earlier_batch"  # helper flag: NORM is a prompt of an earlier batch
+STRIPPED = "{}_stripped"    # helper columns: prompt / response without leading/trailing whitespace (length rule)
+REFUSES = "response_refuses"  # helper flag: the response is a refusal (safepatching.refusals)
 # C0 controls except \t \n, DEL, C1 controls, lone surrogates (undecodable bytes), U+FFFD (replacement char)
 BAD_TEXT = r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffd]"
 MAX_IDS_IN_MESSAGE = 5
@@ -52,8 +57,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normalize_prompt(text: Any) -> str | None:
-    """Comparison key of a prompt: whitespace collapsed, case folded (None for non-strings)."""
-    return " ".join(text.split()).casefold() if isinstance(text, str) else None
+    """Comparison key of a prompt (None for non-strings): Unicode NFKC, case folded, and every whitespace,
+    punctuation and control character dropped, so "How do I X?" == "how do i  x" == "How do I x" (letters, marks,
+    digits and symbols such as + or $ are kept)."""
+    if not isinstance(text, str):
+        return None
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(c for c in folded if unicodedata.category(c)[0] in "LMNS")
 
 
 def load_eval_prompts(eval_dir: str | Path) -> set[str]:
@@ -98,17 +108,21 @@ def build_suite(cfg: DataCfg, columns: Iterable[str]) -> Any:
             continue
         add("not_null", col, gxe.ExpectColumnValuesToNotBeNull)
         add("string_type", col, gxe.ExpectColumnValuesToBeInTypeList, type_list=["str"])
-        add("length", col, gxe.ExpectColumnValueLengthsToBeBetween, min_value=cfg.min_chars, max_value=cfg.max_chars)
+        add("length", STRIPPED.format(col), gxe.ExpectColumnValueLengthsToBeBetween,
+            f"{col} length without leading/trailing whitespace", min_value=cfg.min_chars, max_value=cfg.max_chars)
         add("valid_text", col, gxe.ExpectColumnValuesToNotMatchRegex, regex=BAD_TEXT)
+    if "response" in cols and cfg.refusal_check != "off":
+        add("refusal_response", REFUSES, gxe.ExpectColumnValuesToBeInSet,
+            f"no response is a refusal (refusal keywords, data.refusal_check: {cfg.refusal_check})", value_set=[False])
     add("allowed_category", "category", gxe.ExpectColumnValuesToBeInSet, value_set=[*cfg.allowed_categories, ""])
     add("unique_id", "id", gxe.ExpectColumnValuesToBeUnique)
     if "prompt" in cols:
         add("unique_prompt", NORM, gxe.ExpectColumnValuesToBeUnique,
-            "prompts (whitespace/case-normalised) are unique within the batch")
+            "prompts (case, whitespace and punctuation ignored) are unique within the batch")
         add("eval_leakage", IN_EVAL, gxe.ExpectColumnValuesToBeInSet,
-            "no prompt (whitespace/case-normalised) appears in an evaluation split", value_set=[False])
+            "no prompt (case, whitespace and punctuation ignored) appears in an evaluation split", value_set=[False])
         add("earlier_duplicate", IN_EARLIER, gxe.ExpectColumnValuesToBeInSet,
-            "no prompt (whitespace/case-normalised) repeats one of an earlier batch", value_set=[False])
+            "no prompt (case, whitespace and punctuation ignored) repeats one of an earlier batch", value_set=[False])
     return suite
 
 
@@ -140,10 +154,18 @@ def _failures(res: Any, cfg: DataCfg, present: list[str], earlier_src: dict[str,
             keys = set(df.loc[df[ROW].isin(rows), NORM])
             detail = "also in earlier batch(es): " + ", ".join(sorted({s for k in keys for s in earlier_src.get(k, [])}))
         elif rule == "length":
-            detail = f"length must be {cfg.min_chars}..{cfg.max_chars} characters"
+            detail = f"length without leading/trailing whitespace must be {cfg.min_chars}..{cfg.max_chars} characters"
+            column = column.removesuffix("_stripped")
+        elif rule == "refusal_response":
+            found = sorted({str(k) for k in df.loc[df[ROW].isin(rows), REFUSES + "_keyword"] if k})
+            detail = (f"the response refuses (keyword(s) {found[:5]}; data.refusal_check: {cfg.refusal_check}): gradient "
+                      "ascent on a refusal would unlearn refusing. Responses must be the harmful completions to unlearn"
+                      + ("; set data.refusal_check: opening to reject only responses that begin with a refusal"
+                         if cfg.refusal_check == "anywhere" else ""))
         elif rule == "allowed_category":
             detail = f"allowed: {list(cfg.allowed_categories)} or empty"
-        out.append({"rule": rule, "column": "prompt" if column in (NORM, IN_EVAL, IN_EARLIER) else column,
+        out.append({"rule": rule, "column": "prompt" if column in (NORM, IN_EVAL, IN_EARLIER) else
+                    "response" if column == REFUSES else column,
                     "rows": ids, "row_numbers": rows, "detail": detail})
     return out
 
@@ -177,6 +199,29 @@ def render_html(report: dict) -> str:
     return "\n".join(parts + ["</body></html>"])
 
 
+def _escaped(value: Any) -> Any:
+    """Every string inside `value` HTML-escaped (dicts, lists and tuples walked; keys too)."""
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    return value
+
+
+def escaped_result(result: Any) -> Any:
+    """A copy of a GX validation result whose batch-derived values (unexpected values, row ids, queries) are
+    HTML-escaped: GX's Data Docs renderer writes them into the page as raw HTML (stored XSS from a batch's ids
+    or categories)."""
+    import copy
+
+    out = copy.deepcopy(result)
+    for r in out.results:
+        r.result = _escaped(dict(r.result or {}))
+    return out
+
+
 def _gx_data_docs(result: Any, docs_dir: Path, run_name: str) -> Path:
     """Build GX Data Docs for one validation result into `docs_dir` (a temporary file-system site)."""
     from great_expectations.core.run_identifier import RunIdentifier
@@ -192,7 +237,7 @@ def _gx_data_docs(result: Any, docs_dir: Path, run_name: str) -> Path:
                                   "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                                   "store_backend": {"class_name": "TupleFilesystemStoreBackend",
                                                     "base_directory": str(docs_dir.resolve())}})
-    ctx.validation_results_store.set(key, result)
+    ctx.validation_results_store.set(key, escaped_result(result))
     try:
         ctx.build_data_docs(site_names=[site], resource_identifiers=[key])
     finally:
@@ -201,15 +246,50 @@ def _gx_data_docs(result: Any, docs_dir: Path, run_name: str) -> Path:
     return docs_dir / "index.html"
 
 
-def _quarantine(path: Path, report: dict, result: Any, quarantine_dir: Path, move: bool = True) -> NoReturn:
-    """Move (or copy, for files DVC owns) the batch into quarantine (never overwriting), write its
-    report + HTML, raise ValidationFailed."""
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
-    dest = quarantine_dir / path.name
-    while dest.exists() or (quarantine_dir / f"{dest.name}.report.json").exists():
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def safe_name(name: str) -> str:
+    """`name` if it is a plain file name (letters, digits, . _ -; at most 128 characters; not starting with a dot or
+    dash), else a sanitised version of it (every other character replaced by '_', cut to 128 characters)."""
+    if SAFE_NAME.fullmatch(name):
+        return name
+    out = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    out = ("_" + out[1:] if out[:1] in (".", "-") else out) or "_"
+    return out[-128:] if len(out) > 128 else out
+
+
+def _free_dest(quarantine_dir: Path, name: str) -> Path:
+    """A quarantine path for `name` (sanitised) that holds nothing yet: quarantine never overwrites."""
+    base = safe_name(name)
+    dest = quarantine_dir / base
+    while os.path.lexists(dest) or (quarantine_dir / f"{dest.name}.report.json").exists():
         ts = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        dest = quarantine_dir / f"{path.stem}.{ts}{path.suffix}"
-    (shutil.move if move else shutil.copy2)(str(path), dest)
+        root, ext = os.path.splitext(base)
+        dest = quarantine_dir / f"{root}.{ts}{ext}"
+    return dest
+
+
+def _message(path: Path, dest: Path, report_path: Path, report: dict) -> str:
+    lines = []
+    for f in report["failures"]:
+        ids = ", ".join(f["rows"][:MAX_IDS_IN_MESSAGE]) + (", ..." if len(f["rows"]) > MAX_IDS_IN_MESSAGE else "")
+        rows = ", ".join(map(str, f["row_numbers"][:MAX_IDS_IN_MESSAGE]))
+        where = f": {len(f['rows'])} row(s), ids {ids} (lines {rows})" if f["rows"] else ""
+        lines.append(f"  - {f['rule']} [{f['column']}]{where}" + (f" -- {f['detail']}" if f.get("detail") else ""))
+    shown = str(path) if SAFE_NAME.fullmatch(path.name) else ascii(str(path))
+    return (f"{shown}: batch failed validation; quarantined to {dest}; report {report_path}\n" + "\n".join(lines))
+
+
+def _quarantine(path: Path, report: dict, result: Any, quarantine_dir: Path, move: bool = True) -> NoReturn:
+    """Move (or copy, for files DVC owns) the batch into quarantine (never overwriting; a file name outside
+    [A-Za-z0-9._-] is sanitised), write its report + HTML, raise ValidationFailed."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    dest = _free_dest(quarantine_dir, path.name)
+    if move:
+        os.rename(path, dest) if _same_fs(path, quarantine_dir) else shutil.move(str(path), dest)
+    else:
+        shutil.copy2(path, dest)
     docs_dir = quarantine_dir / f"{dest.name}.docs"
     report_path = quarantine_dir / f"{dest.name}.report.json"
     index = None
@@ -223,14 +303,35 @@ def _quarantine(path: Path, report: dict, result: Any, quarantine_dir: Path, mov
         _atomic_write(index, render_html(report))
     report.update(quarantined_to=str(dest), docs=str(index), report_path=str(report_path))
     _atomic_write(report_path, _json(report))
-    lines = []
-    for f in report["failures"]:
-        ids = ", ".join(f["rows"][:MAX_IDS_IN_MESSAGE]) + (", ..." if len(f["rows"]) > MAX_IDS_IN_MESSAGE else "")
-        rows = ", ".join(map(str, f["row_numbers"][:MAX_IDS_IN_MESSAGE]))
-        where = f": {len(f['rows'])} row(s), ids {ids} (lines {rows})" if f["rows"] else ""
-        lines.append(f"  - {f['rule']} [{f['column']}]{where}" + (f" -- {f['detail']}" if f.get("detail") else ""))
-    raise ValidationFailed(f"{path}: batch failed validation; quarantined to {dest}; report {report_path}\n"
-                           + "\n".join(lines), report_path=str(report_path))
+    raise ValidationFailed(_message(path, dest, report_path, report), report_path=str(report_path))
+
+
+def _same_fs(path: Path, folder: Path) -> bool:
+    try:
+        return os.lstat(path).st_dev == os.stat(folder).st_dev
+    except OSError:
+        return False
+
+
+def quarantine_file(path: str | Path, rule: str, detail: str, quarantine_dir: str | Path,
+                    sha256: str | None = None) -> ValidationFailed:
+    """Quarantine `path` for a reason found before (or instead of) the expectation suite -- a bad file name, not a
+    regular file, too large, changed while being taken in -- with the same report + HTML as a failed batch.
+    The entry itself is moved, never what a link points to. Returns the ValidationFailed (not raised)."""
+    path = Path(path)
+    report = {"file": str(path), "sha256": sha256, "rows": 0, "success": False,
+              "failures": [{"rule": rule, "column": "", "rows": [], "row_numbers": [], "detail": detail}]}
+    try:
+        _quarantine(path, report, None, Path(quarantine_dir))
+    except ValidationFailed as e:
+        return e
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fail(path: Path, report: dict, rule: str, detail: str, t0: float, quarantine_dir: Path, move: bool) -> NoReturn:
+    report["failures"] = [{"rule": rule, "column": "", "rows": [], "row_numbers": [], "detail": detail}]
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    _quarantine(path, report, None, quarantine_dir, move)
 
 
 def validate_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str],
@@ -240,15 +341,26 @@ def validate_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str],
 
     Report: {"file", "sha256", "rows", "success", "failures": [{"rule", "column", "rows": [ids],
     "row_numbers": [lines], "detail"}], "seconds", "report_path"}. On success it is written atomically to
-    ``report_dir/<name>.report.json``. A file that cannot be read at all fails with rule "malformed_file".
-    Raises DataError (without quarantining anything) when `path` does not exist or an earlier batch is unreadable.
+    ``report_dir/<name>.report.json``. `sha256` is the hash of exactly the bytes that were validated (read once).
+    A file larger than data.max_bytes fails with rule "too_large" (unread), one with more than data.max_rows
+    records with "too_many_rows", one that cannot be read at all with "malformed_file".
+    Raises DataError (without quarantining anything) when `path` does not exist or is not a regular file, or an
+    earlier batch is unreadable.
     """
     t0 = time.perf_counter()
     path, quarantine_dir, report_dir = Path(path), Path(quarantine_dir), Path(report_dir)
-    if not path.is_file():
-        raise DataError(f"{path}: batch file not found")
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    report: dict = {"file": str(path), "sha256": sha, "rows": 0, "success": False, "failures": []}
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: batch file not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file; a batch must be a plain file")
+    report: dict = {"file": str(path), "sha256": None, "rows": 0, "success": False, "failures": []}
+    if st.st_size > cfg.max_bytes:
+        _fail(path, report, "too_large", f"{st.st_size} bytes; at most data.max_bytes = {cfg.max_bytes} "
+              "(split the batch into several files, or raise data.max_bytes)", t0, quarantine_dir, move)
+    data = read_bytes(path)
+    report["sha256"] = hashlib.sha256(data).hexdigest()
 
     earlier_src: dict[str, list[str]] = {}
     for p in earlier_batches:
@@ -256,26 +368,34 @@ def validate_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str],
             continue
         for prompt in load_pairs(p, cfg)["prompt"]:
             key = normalize_prompt(prompt)
-            if key is not None:
+            if key:
                 earlier_src.setdefault(key, []).append(Path(p).name)
-    eval_norm = {k for k in map(normalize_prompt, eval_prompts) if k is not None}
+    eval_norm = {k for k in map(normalize_prompt, eval_prompts) if k}
 
     try:
-        raw, lines = read_records(path)
+        raw, lines = read_records(path, data)
         malformed = None
     except DataError as e:
         malformed = str(e)
     if malformed is not None:
-        report["failures"] = [{"rule": "malformed_file", "column": "", "rows": [], "row_numbers": [],
-                               "detail": malformed}]
-        report["seconds"] = round(time.perf_counter() - t0, 3)
-        _quarantine(path, report, None, quarantine_dir, move)
+        _fail(path, report, "malformed_file", malformed, t0, quarantine_dir, move)
+    if len(raw) > cfg.max_rows:
+        _fail(path, report, "too_many_rows", f"{len(raw)} records; at most data.max_rows = {cfg.max_rows} "
+              "(split the batch into several files, or raise data.max_rows)", t0, quarantine_dir, move)
     mapping = column_map(list(raw.columns), cfg)
     # lone surrogates (from JSON \ud800 escapes) cannot even be hashed by pandas/GX: mark them as U+FFFD,
     # which the valid_text rule then reports
     raw = raw.map(lambda v: _SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v)
     df = to_pairs(raw, lines, mapping)
     df[ROW] = pd.Series(lines, dtype="int64")
+    for col in ("prompt", "response"):
+        if col in df.columns:
+            df[STRIPPED.format(col)] = pd.Series([v.strip() if isinstance(v, str) else None for v in df[col]],
+                                                 dtype=object)
+    if "response" in df.columns:
+        found = [refusal_keyword(v, cfg.refusal_check) for v in df["response"]]
+        df[REFUSES] = pd.Series([k is not None for k in found], dtype=bool)
+        df[REFUSES + "_keyword"] = pd.Series(found, dtype=object)
     if "prompt" in df.columns:
         df[NORM] = pd.Series([normalize_prompt(p) for p in df["prompt"]], dtype=object)
         df[IN_EVAL] = df[NORM].isin(eval_norm)
@@ -290,7 +410,7 @@ def validate_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str],
                   seconds=round(time.perf_counter() - t0, 3))
     if failures:
         _quarantine(path, report, result, quarantine_dir, move)
-    report_path = report_dir / f"{path.name}.report.json"
+    report_path = report_dir / f"{safe_name(path.name)}.report.json"
     report["report_path"] = str(report_path)
     _atomic_write(report_path, _json(report))
     log.info("%s: %d rows valid in %.2fs", path, len(df), report["seconds"])

@@ -9,7 +9,8 @@
   names/dtypes/shapes, then each tensor's bytes as it is produced (whole or row block by row block), so a shard
   never has to sit in memory.
 * `save_sharded` writes a state dict as HF-named shards (`model-00001-of-0000N.safetensors`) + index json.
-* `atomic_dir` writes a folder under `<out>.tmp-<pid>` and renames it into place only when complete.
+* `atomic_dir` writes a folder under `<out>.tmp-<pid>` and renames it into place only when complete; it first
+  removes the `.tmp-<pid>` folders of writers that were killed (`clean_stale`).
 * `sha256_dir` hashes a folder's weight files + config.json (for manifests).
 
 Nothing here executes code from a checkpoint folder (no pickle, no trust_remote_code).
@@ -21,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import struct
 from collections.abc import Iterable, Iterator
@@ -323,13 +325,48 @@ def copy_aux_files(base_dir: str | Path, out_dir: str | Path) -> list[str]:
     return copied
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out_dir: str | Path) -> list[Path]:
+    """Remove the debris of killed `atomic_dir` writers of `out_dir`: `<out>.tmp-<pid>` folders whose process is gone
+    (a live process's, e.g. a concurrent writer's, are left alone). A dead writer's `<out>.old-<pid>` (killed between
+    its two renames) is put back as `<out>` when `<out>` is missing, else removed. Returns what it removed/restored."""
+    out = Path(out_dir)
+    if not out.parent.is_dir():
+        return []
+    done = []
+    for p in sorted(out.parent.iterdir()):
+        m = re.fullmatch(re.escape(out.name) + r"\.(tmp|old)-(\d+)", p.name)
+        if not m or int(m.group(2)) == os.getpid() or pid_alive(int(m.group(2))):
+            continue
+        if m.group(1) == "old" and not os.path.lexists(out):
+            os.rename(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
+        done.append(p)
+    return done
+
+
 @contextmanager
 def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh `<out>.tmp-<pid>` folder; on success rename it to out_dir, on any error delete it.
 
     An existing out_dir is refused unless overwrite=True; then it is renamed aside, the new folder renamed in and
-    the old one deleted (two renames: readers see the old or the new folder, never a half-written one)."""
+    the old one deleted (two renames: readers see the old or the new folder, never a half-written one). On start,
+    the debris of writers that were killed (their pid is gone) is cleaned first (`clean_stale`)."""
     out = Path(out_dir)
+    clean_stale(out)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out}: already exists (pass overwrite=True to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,24 @@ def _decode(path: Path, data: bytes) -> str:
     return text
 
 
+def _loads(path: Path, text: str, line: int | None) -> Any:
+    """json.loads whose every failure is a DataError naming the line (JSON nested too deep and integers beyond
+    Python's digit limit raise RecursionError / ValueError, not JSONDecodeError)."""
+    where = f"line {line}: " if line is not None else ""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = f"line {(line or 1) + e.lineno - 1}: "
+        raise DataError(f"{path}: {where}not valid JSON ({e.msg}, column {e.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: {where}JSON nested too deeply to read") from None
+    except ValueError as e:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise DataError(f"{path}: {where}unreadable JSON value ({str(e)[:200]})") from None
+
+
 def _json_records(path: Path, text: str) -> tuple[list[dict], list[int]]:
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+        items = _loads(path, text, None)
         if not isinstance(items, list):
             raise DataError(f"{path}: a .json file must hold one array of objects or JSON lines")
         for i, item in enumerate(items, 1):
@@ -54,10 +68,7 @@ def _json_records(path: Path, text: str) -> tuple[list[dict], list[int]]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {n}: not valid JSON ({e.msg}, column {e.colno})") from None
+        rec = _loads(path, line, n)
         if not isinstance(rec, dict):
             raise DataError(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
         records.append(rec)
@@ -94,23 +105,48 @@ def _csv_records(path: Path, text: str) -> tuple[list[dict], list[int]]:
     return records, lines
 
 
-def read_records(path: str | Path) -> tuple[pd.DataFrame, list[int]]:
-    """Read a JSONL/JSON/CSV file into a raw table (the file's own columns, object dtype).
-
-    Returns the table and the 1-based line (or JSON-array element) number of each record.
-    Raises DataError for a missing, unreadable, empty, non-UTF-8 or malformed file.
-    """
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file; DataError for anything else (a directory, FIFO or device named like a data
+    file is refused before it is opened: opening a FIFO would block until someone writes to it)."""
     path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     try:
-        data = path.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file ({_kind(st.st_mode)})")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror})") from None
+
+
+def _kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "a symbolic link" if stat.S_ISLNK(mode) else "not a file")
+
+
+def read_records(path: str | Path, data: bytes | None = None) -> tuple[pd.DataFrame, list[int]]:
+    """Read a JSONL/JSON/CSV file into a raw table (the file's own columns, object dtype).
+
+    Returns the table and the 1-based line (or JSON-array element) number of each record. `data`: the file's
+    bytes when the caller has read them already (so that what is parsed is exactly what it hashed).
+    Raises DataError for a missing, unreadable, non-regular, empty, non-UTF-8 or malformed file.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    if data is None:
+        data = read_bytes(path)
     text = _decode(path, data)
-    records, lines = (_csv_records if path.suffix.lower() == ".csv" else _json_records)(path, text)
+    try:
+        records, lines = (_csv_records if path.suffix.lower() == ".csv" else _json_records)(path, text)
+    except RecursionError:
+        raise DataError(f"{path}: nested too deeply to read") from None
     columns: dict[str, None] = {}
     for rec in records:
         columns.update(dict.fromkeys(rec))

@@ -47,6 +47,12 @@ class Project:
         return self.root / "data" / "incoming"
 
     @property
+    def intake_journal(self) -> Path:
+        """Intake's transaction journal (ops.intake): each batch's step between incoming/ and a round. Beside the
+        workspace lock, out of data/incoming/ (where anyone who hands over batches can write)."""
+        return self.root / ".dvc" / "tmp" / "intake-journal.json"
+
+    @property
     def batches(self) -> Path:
         return self.root / "data" / "batches"
 
