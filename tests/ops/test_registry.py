@@ -61,6 +61,32 @@ def test_gate_reports_missing_metric() -> None:
         gate({k: v for k, v in REF.items() if k != "utility"}, REF, CFG)
 
 
+def test_gate_cannot_drift_from_its_anchor() -> None:
+    """Four rounds, each within tolerance of the previous champion, but drifting: against the fixed anchor (the
+    backbone) the fourth is refused even though it is within tolerance of the third."""
+    anchor, champ, passed = dict(REF), dict(REF), []
+    for _ in range(4):
+        cand = {**champ, "over_refusal": champ["over_refusal"] + 1.5, "utility": champ["utility"] - 1.5}
+        d = gate(cand, champ, CFG, "champion", anchor=anchor)
+        passed.append(d.passed)
+        if d.passed:
+            champ = cand
+        assert gate(cand, champ if not d.passed else {**cand, "over_refusal": cand["over_refusal"] - 1.5,
+                                                        "utility": cand["utility"] + 1.5}, CFG).passed
+    assert passed == [True, False, False, False]  # the 2nd is 3 points of over-refusal above the anchor (tol. 2)
+    d = gate({**REF, "over_refusal": 33.0}, {**REF, "over_refusal": 31.5}, CFG, anchor=REF)
+    assert not d.passed and d.reasons == ["over_refusal@anchor=33.00 violates over_refusal@anchor <= 32.00 "
+                                          "(anchor 30.00 + over_refusal_tolerance 2)"]
+
+
+def test_gate_can_require_a_harm_gain() -> None:
+    cfg = CFG.model_copy(update={"min_harm_gain": 5.0})
+    assert not gate(REF, REF, cfg).passed  # no gain
+    better = {**REF, "harmful_jailbreak": 10.0}  # harm 15 -> 10: a 5-point gain
+    d = gate(better, REF, cfg)
+    assert d.passed and d.checks["harm_gain"]["limit"] == 10.0
+
+
 # ---- registry fixtures --------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,3 +409,21 @@ def test_a_legacy_version_is_adopted_when_its_merge_output_is_unchanged(reg2, mo
     # r2's merge output changed since: a new version supersedes the legacy one
     assert _register(reg2, models["c"], "r2", BAD, REF, "bbb2", "1", dvc_outs_md5="f" * 32 + ".dir") == ("3", True)
     assert reg2.version("2").superseded_by == "3"
+
+
+def test_alias_names_are_checked(reg2) -> None:
+    from safepatching.ops.tracking import RegistryError
+
+    for bad in ("Bad Alias", "latest", "v3", "", "x" * 65, "1st"):
+        with pytest.raises(RegistryError, match="alias"):
+            reg2.promote("1", bad)
+    reg2.promote("1", "staging")
+    assert reg2.version("1").aliases == ("champion", "staging") or "staging" in reg2.version("1").aliases
+
+
+def test_dangling_runs_of_a_round_are_ended_killed(reg2, models) -> None:
+    run = reg2.client.create_run(reg2.experiment_id(), run_name="r3", tags={"round": "r3"})
+    # (what a registration killed after its run started leaves: a run RUNNING forever)
+    assert reg2.client.get_run(run.info.run_id).info.status == "RUNNING"
+    _register(reg2, models["c"], "r3", REF, REF, "ccc3", "1")
+    assert reg2.client.get_run(run.info.run_id).info.status == "KILLED"

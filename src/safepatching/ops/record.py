@@ -107,9 +107,11 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
 
     def decide() -> GateDecision:  # only called when a new version is created
         champ = reg.champion()
+        backbone = read_headline(layout.project.backbone().metrics("test"))
+        anchor = backbone if params.gate.anchor == "backbone" else None
         if champ:
-            return gate(cand, champ[2], params.gate, f"champion v{champ[0]}")
-        return gate(cand, read_headline(layout.project.backbone().metrics("test")), params.gate, "backbone")
+            return gate(cand, champ[2], params.gate, f"champion v{champ[0]}", anchor=anchor)
+        return gate(cand, backbone, params.gate, "backbone")
 
     tags = {"round": name, "parent_round": r.parent,
             "batch_sha256": json.loads(layout.validation.read_text())["sha256"],

@@ -50,6 +50,7 @@ NO_PARENT = "none"
 IDENTITY = ("round", "batch_sha256", "parent_version", "model_sha256", "dvc_stage_hash")
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # values used inside search filter strings
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")  # MLflow alias names (no spaces; 'latest' / 'vN' reserved)
 
 
 class RegistryError(SafePatchingError):
@@ -343,6 +344,9 @@ class ModelRegistry:
         not pass, and for a version whose model hash is not in `lineage` (when given) -- unless `force`, which
         needs a `reason` and is recorded on the version (tag `forced_promotions`: alias, by, reason, when).
         """
+        if not _ALIAS.match(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise RegistryError(f"alias {alias!r}: must start with a letter and hold only letters, digits, '_' and '-' "
+                                "(at most 64), and not be 'latest' or v<N>")
         row = self.version(version)
         old = self._aliases().get(alias)
         if old == row.version:
@@ -443,8 +447,10 @@ class ModelRegistry:
 
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         tok = AutoTokenizer.from_pretrained(model_dir)
+        self.end_dangling_runs(round_name)
         with self._active():
-            with mlflow.start_run(experiment_id=self.experiment_id(), run_name=round_name) as run:
+            with mlflow.start_run(experiment_id=self.experiment_id(), run_name=round_name,
+                                  tags={"round": round_name}) as run:  # tagged at creation: a killed one is found
                 mlflow.set_tags({**ident, "gate": verdict})
                 if par:
                     mlflow.log_params(par)
@@ -460,6 +466,19 @@ class ModelRegistry:
                 mv = mlflow.register_model(info.model_uri, self.model_name, tags=version_tags)
         self._finish(str(mv.version))
         return str(mv.version), True
+
+    def end_dangling_runs(self, round_name: str) -> list[str]:
+        """End as KILLED the runs of this round left RUNNING by a killed registration; returns their ids."""
+        if not _SAFE_VALUE.match(round_name):
+            raise RegistryError(f"round {round_name!r}: must be letters, digits, '_', '-', '.'")
+        try:
+            runs = self.client.search_runs([self.experiment_id()],
+                                           filter_string=f"tags.round = '{round_name}' and attributes.status = 'RUNNING'")
+        except MlflowException as e:
+            raise RegistryError(f"MLflow ({self.uri}): {e.message}") from None
+        for r in runs:
+            self.client.set_terminated(r.info.run_id, status="KILLED")
+        return [r.info.run_id for r in runs]
 
     def _finish(self, version: str) -> None:
         """Mark what the version supersedes, move the aliases it earned, then tag it complete (idempotent)."""
