@@ -52,7 +52,8 @@ def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
 
     from safepatching.config import merge_settings
     from safepatching.evaluation.generate import DecodingConfig
-    from safepatching.evaluation.metrics import evaluate_rows, headline, load_eval_split
+    from safepatching.evaluation.metrics import evaluate_rows, headline
+    from safepatching.evaluation.suite import load_suite
     from safepatching.io.checkpoints import atomic_dir
     from safepatching.io.models import load_model
     from safepatching.merging.engine import merge_in_memory
@@ -73,7 +74,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
             build_organism(project.world, tmp, params.backbone, seed, log=lambda m: None)
     log(f"seed {seed}: backbone in {time.time() - t0:.0f}s")
     dec = DecodingConfig(params.eval.max_new_tokens, params.eval.batch_size)
-    test = load_eval_split(project.eval_split("test"))
+    test = load_suite(params.eval.suite, "test", project.root)
     judge = params.eval.decide_with
 
     def ev(model, tok) -> dict:

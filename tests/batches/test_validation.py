@@ -12,7 +12,8 @@ from safepatching.config import DataCfg
 from safepatching.batches.loading import load_pairs
 from safepatching.io.records import load_prompts
 from safepatching.errors import DataError, ValidationFailed
-from safepatching.batches.expectations import gx_context, load_eval_prompts, validate_batch
+from safepatching.batches.expectations import gx_context, validate_batch
+from safepatching.io.jsonl import read_jsonl
 from safepatching.organism.world import build_world, read_jsonl, save_world
 
 CFG = DataCfg()
@@ -24,7 +25,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("world")
     save_world(build_world(0, 0.6, 0.5), root)
     gx_context()
-    return {"root": root, "eval": load_eval_prompts(root / "eval"),
+    return {"root": root, "eval": {r["prompt"] for f in (root / "eval").rglob("*.jsonl") for r in read_jsonl(f)},
             "eval_prompt": read_jsonl(root / "eval" / "test" / "harmful.jsonl")[0]["prompt"]}
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 
 from ..config import DataCfg
 from ..errors import DataError, ValidationFailed
-from ..io.records import load_prompts, read_bytes, read_records
+from ..io.records import read_bytes, read_records
 from ..refusals import refusal_keyword
 from .loading import column_map, load_pairs, to_pairs
 
@@ -64,15 +64,6 @@ def normalize_prompt(text: Any) -> str | None:
         return None
     folded = unicodedata.normalize("NFKC", text).casefold()
     return "".join(c for c in folded if unicodedata.category(c)[0] in "LMNS")
-
-
-def load_eval_prompts(eval_dir: str | Path) -> set[str]:
-    """All prompts of every evaluation file (``*.jsonl``/``*.json``/``*.csv``) under `eval_dir`."""
-    out: set[str] = set()
-    for p in sorted(Path(eval_dir).rglob("*")):
-        if p.is_file() and p.suffix.lower() in (".jsonl", ".json", ".csv"):
-            out.update(load_prompts(p)["prompt"])
-    return out
 
 
 @functools.cache

@@ -23,13 +23,20 @@ from ..io.records import as_text, read_records
 KINDS = ("harmful", "jailbreak", "lookalike", "benign", "utility")
 
 
-def _rows(path: Path, s, name: str) -> list[dict]:
+def _read(path: Path, columns: tuple[str, ...], what: str):
+    """The records of `path` (table, line numbers), refusing a file that lacks one of `columns`."""
     raw, lines = read_records(path)
-    if s.prompt_column not in raw.columns:
-        raise DataError(f"{path}: eval set {name!r} needs column {s.prompt_column!r} (eval.suite.{name}."
-                        f"prompt_column); present columns: {list(raw.columns)}")
+    for col in columns:
+        if col not in raw.columns:
+            raise DataError(f"{path}: {what} needs column {col!r}; present columns: {list(raw.columns)}")
+    return raw, lines
+
+
+def _rows(path: Path, s, name: str) -> list[dict]:
+    cols = (s.prompt_column, s.type_column) if s.kind == "xstest" else (s.prompt_column,)
+    raw, lines = _read(path, cols, f"eval set {name!r} (eval.suite.{name})")
     out = []
-    for i, (n, rec) in enumerate(zip(lines, raw.to_dict("records"))):
+    for n, rec in zip(lines, raw.to_dict("records")):
         p = rec.get(s.prompt_column)
         if not isinstance(p, str) or not p.strip():
             raise DataError(f"{path}: line {n}: column {s.prompt_column!r} must be a non-empty string, got {p!r}")
@@ -37,8 +44,6 @@ def _rows(path: Path, s, name: str) -> list[dict]:
                "expected": as_text(rec.get(s.expected_column)) or "",
                "category": as_text(rec.get(s.category_column)) or name}
         if s.kind == "xstest":
-            if s.type_column not in raw.columns:
-                raise DataError(f"{path}: xstest set {name!r} needs column {s.type_column!r}")
             row["unsafe"] = "contrast" in (as_text(rec.get(s.type_column)) or "").lower()
         out.append(row)
     return out
@@ -53,10 +58,7 @@ def _split_rows(rows: list[dict], s, split: str) -> list[dict]:
 
 
 def _templates(path: Path, s, name: str) -> list[str]:
-    raw, lines = read_records(path)
-    if s.template_column not in raw.columns:
-        raise DataError(f"{path}: templates of eval set {name!r} need column {s.template_column!r}; present "
-                        f"columns: {list(raw.columns)}")
+    raw, lines = _read(path, (s.template_column,), f"the templates of eval set {name!r}")
     out = []
     for n, t in zip(lines, raw[s.template_column]):
         if not isinstance(t, str) or not any(slot in t for slot in s.slots):
