@@ -49,7 +49,21 @@ def project_params(root: Path, hidden: int, scale: int, backbone_steps: int):
     data["select"]["grid"] = {"safepatching": point}
     data["mlflow"].update(tracking_uri="sqlite:///mlflow.db", experiment="bench", model_name="bench")
     data["rounds"] = {"r1": {"batch": f"data/batches/x{scale}.jsonl", "parent": "backbone"}}
+    data["redteam"] = {}  # costs, not quality: a fixed batch of known size (the plain weapons batch, repeated)
     return parse_params(data, "round bench")
+
+
+def warm_imports() -> None:
+    """Import what every step imports lazily (transformers' Llama classes, the round steps, MLflow) before the clock
+    starts: a fresh interpreter spends seconds on these imports, a per-process cost, not the step's. Without this, a
+    short step (SNIP) is charged the whole import while training spreads it over its steps."""
+    import transformers  # noqa: F401
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
+
+    import mlflow  # noqa: F401
+
+    from safepatching.io import models  # noqa: F401
+    from safepatching.round.steps import evaluate, merge, patch, score, select  # noqa: F401
 
 
 def child(step: str, root: str, hidden: int, scale: int, backbone_steps: int) -> dict:
@@ -61,6 +75,7 @@ def child(step: str, root: str, hidden: int, scale: int, backbone_steps: int) ->
     params = project_params(Path(root), hidden, scale, backbone_steps)
     lay = RoundLayout.of(params, "r1", root)
     quiet = lambda m: None  # noqa: E731
+    warm_imports()
     t0 = time.perf_counter()
     extra: dict = {}
     if step in ("train_se", "train_om"):
