@@ -14,24 +14,12 @@ they do here.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import torch
 
 from .config import MergeSettings
-from .merging.masks import topk_mask
-
-
-def layer_of(name: str) -> str:
-    m = re.search(r"layers\.(\d+)\.", name)
-    if m:
-        return f"L{int(m.group(1)):02d}"
-    if "embed" in name:
-        return "embed"
-    if "lm_head" in name:
-        return "head"
-    return "other"
+from .merging.masks import layer_of, topk_mask  # noqa: F401  (layer_of: re-exported)
 
 
 class _Collector:

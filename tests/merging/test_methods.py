@@ -15,7 +15,7 @@ from safepatching.io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, at
                                      load_state_dict, save_sharded, sha256_dir)
 from safepatching.config import MergeSettings, merge_settings
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
-from safepatching.merging.masks import (MASK_VERSION, bernoulli_threshold, difference_sets, global_threshold, hash32,
+from safepatching.merging.masks import (MASK_VERSION, layer_of, bernoulli_threshold, difference_sets, global_threshold, hash32,
                                         keep_count, random_mask, stream_keys, topk_mask, where0)
 from safepatching.merging.engine import MergeStats, merge_checkpoint, merge_in_memory, row_blocks
 from safepatching.merging.method import TensorInputs, get_merge, known_merges, register_merge
@@ -106,13 +106,17 @@ def test_bf16_base_stays_bf16(world):
     assert all(t.dtype == torch.bfloat16 for t in out.values()) and not _same(out, sd16)
 
 
-@pytest.mark.parametrize("ranking", ["global", "per_tensor"])
+@pytest.mark.parametrize("ranking", ["global", "per_layer", "per_tensor"])
 def test_kept_counts_match_ranking(world, ranking):
     cfg = CFG.model_copy(update={"p": 1.0, "difference": False, "ranking": ranking})
     stats = MergeStats()
     _mem(world, cfg, stats=stats)
     sizes = [world["p_se"][n].numel() for n in SE_NAMES]
-    want = keep_count(cfg.a, sum(sizes)) if ranking == "global" else sum(keep_count(cfg.a, k) for k in sizes)
+    layers: dict[str, int] = {}
+    for n in SE_NAMES:
+        layers[layer_of(n)] = layers.get(layer_of(n), 0) + world["p_se"][n].numel()
+    want = {"global": keep_count(cfg.a, sum(sizes)), "per_layer": sum(keep_count(cfg.a, k) for k in layers.values()),
+            "per_tensor": sum(keep_count(cfg.a, k) for k in sizes)}[ranking]
     assert stats.se.kept == want and stats.se.entries == sum(sizes)
     assert 0 < stats.se.as_dict()["l2_share"] < 1
 
@@ -174,7 +178,7 @@ def test_random_mask():
 
 
 VARIANTS = [{"method": m} for m in known_merges()] + [
-    {"ranking": "global"}, {"ranking": "per_row"}, {"compose": "union", "rescale": True},
+    {"ranking": "global"}, {"ranking": "per_layer"}, {"ranking": "per_row"}, {"compose": "union", "rescale": True},
     {"ranking": "global", "compose": "union"}, {"method": "intersection", "ranking": "global"}]
 
 
@@ -467,3 +471,22 @@ def test_whole_masks_cached_per_cfg(world):
         fresh = TensorInputs(n, world["sd"][n], world["p_se"][n], world["p_om"][n], world["s_se"][n],
                              world["s_om"][n])
         assert torch.equal(sp(t, cfg), sp(fresh, cfg))
+
+
+def test_per_layer_ranking_keeps_a_share_of_every_layer(world):
+    """Scores 100x larger in layer 1: global ranking keeps (almost) only layer 1, per_layer keeps a% of each layer."""
+    s_se = {n: s * (100.0 if layer_of(n) == "L01" else 1.0) for n, s in world["s_se"].items()}
+    kept = {}
+    for ranking in ("global", "per_layer"):
+        cfg = CFG.model_copy(update={"p": 1.0, "difference": False, "ranking": ranking, "beta": 0.0})
+        out = merge_in_memory(world["sd"], world["p_se"], world["p_om"], cfg, s_se, world["s_om"])
+        kept[ranking] = {}
+        for n in SE_NAMES:
+            k = (out[n] != world["sd"][n]).sum().item()
+            kept[ranking][layer_of(n)] = kept[ranking].get(layer_of(n), 0) + k
+    total = {}
+    for n in SE_NAMES:
+        total[layer_of(n)] = total.get(layer_of(n), 0) + world["p_se"][n].numel()
+    assert kept["global"]["L00"] < 0.01 * total["L00"] < kept["global"]["L01"]
+    for layer, n in total.items():  # (entries whose delta is exactly 0 cannot show: at most a% of each layer)
+        assert 0.9 * keep_count(CFG.a, n) <= kept["per_layer"][layer] <= keep_count(CFG.a, n)

@@ -11,7 +11,7 @@ into its output shard (header written up front). Masks that need the whole tenso
 top-k) are built before, from one whole input at a time (a score tensor, read once; its NaN/Inf check is done
 there), and kept as bool, by a worker thread one tensor ahead of the streaming. So memory holds about one float32
 copy of the largest tensor plus its masks (1 byte per entry each) for two tensors, independent of shard and model
-size. Parent hashes for the manifest are computed in another thread while merging. With ranking="global" one extra
+size. Parent hashes for the manifest are computed in another thread while merging. With ranking="global" (or "per_layer") one extra
 streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
 (same tensor -> shard assignment and dtypes) unless max_shard_bytes asks for a re-split, and is written into
 `<out>.tmp-<pid>` and renamed into place only when complete, so an error (NonFiniteError, shape mismatch, ...)
@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ from ..io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, c
 from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
 from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
-from .masks import MASK_VERSION, global_threshold, where0
+from .masks import MASK_VERSION, global_threshold, layer_of, where0
 from .method import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
 
 MERGE_MANIFEST = "merge_manifest.json"
@@ -123,18 +124,31 @@ class MergeStats:
 def _thresholds(method: MergeMethod, cfg: MergeSettings, names: dict[str, list[str]],
                 get: dict[str, Callable[[str], torch.Tensor] | None],
                 numel: dict[str, Callable[[str], int] | None]) -> dict[str, float | None]:
-    """Global-ranking thresholds per side (None unless the method ranks scores and ranking='global')."""
-    thr: dict[str, float | None] = {"se": None, "om": None}
-    if not method.needs_scores or cfg.ranking != "global":
+    """Ranking thresholds per side: one for the model (ranking='global'), one per layer group (ranking='per_layer',
+    as {layer: threshold}); None unless the method ranks scores that way. `_thr_of` picks a tensor's."""
+    thr: dict[str, Any] = {"se": None, "om": None}
+    if not method.needs_scores or cfg.ranking not in ("global", "per_layer"):
         return thr
     for side, pct in (("se", cfg.a), ("om", cfg.b)):
         g, ne = get[side], numel[side]
         if not names[side] or g is None or ne is None:
             continue
-        items: Iterable[tuple[str, torch.Tensor]] = (
-            (n, method.ranked_scores(n, g(n), side, cfg)) for n in names[side])
-        thr[side] = global_threshold(items, pct, total=sum(ne(n) for n in names[side]), seed=cfg.seed)
+        groups: dict[str, list[str]] = {}
+        for n in names[side]:
+            groups.setdefault("all" if cfg.ranking == "global" else layer_of(n), []).append(n)
+        per = {}
+        for key, group in groups.items():
+            items: Iterable[tuple[str, torch.Tensor]] = (
+                (n, method.ranked_scores(n, g(n), side, cfg)) for n in group)
+            per[key] = global_threshold(items, pct, total=sum(ne(n) for n in group), seed=cfg.seed)
+        thr[side] = per["all"] if cfg.ranking == "global" else per
     return thr
+
+
+def _thr_of(thr: dict[str, Any], side: str, name: str) -> float | None:
+    """Tensor `name`'s threshold on `side` (a per-layer map resolved by the tensor's layer group)."""
+    t = thr[side]
+    return t.get(layer_of(name)) if isinstance(t, dict) else t
 
 
 def _check_names(label: str, names: Iterable[str], shape_of: Callable[[str], tuple[int, ...]],
@@ -187,7 +201,8 @@ def merge_in_memory(base_state_dict: dict[str, torch.Tensor], p_se: dict[str, to
     for n, base in base_state_dict.items():
         t = TensorInputs(n, base, patches["se"].get(n), patches["om"].get(n),
                          (s_se or {}).get(n) if method.needs_scores else None,
-                         (s_om or {}).get(n) if method.needs_scores else None, thr["se"], thr["om"])
+                         (s_om or {}).get(n) if method.needs_scores else None, _thr_of(thr, "se", n),
+                         _thr_of(thr, "om", n))
         m = method.apply(t, cfg)
         if stats is not None:
             stats.update(t, m)
@@ -266,8 +281,8 @@ def _block(name: str, readers: dict[str, LazyReader | None], rows: slice | None,
            thr: dict[str, float | None], whole: Whole) -> TensorInputs:
     """The inputs of rows `rows` of tensor `name`, read into bufs (None: the whole tensor, scores included)."""
     fields = BLOCK_FIELDS if rows is not None else (*BLOCK_FIELDS, "s_se", "s_om")
-    return TensorInputs(name, **{f: _read(readers[f], name, rows, bufs, f) for f in fields}, thr_se=thr["se"],
-                        thr_om=thr["om"], rows=rows, whole=whole)
+    return TensorInputs(name, **{f: _read(readers[f], name, rows, bufs, f) for f in fields},
+                        thr_se=_thr_of(thr, "se", name), thr_om=_thr_of(thr, "om", name), rows=rows, whole=whole)
 
 
 def _prepare(method: MergeMethod, cfg: MergeSettings, name: str, shape: tuple[int, ...],
@@ -387,7 +402,8 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
                 "cfg": cfg.model_dump(mode="json"),
                 "mask_version": MASK_VERSION,
                 "parents": parents.result(),
-                "thresholds": {side: _finite_or_str(v) for side, v in thr.items()},
+                "thresholds": {side: ({k: _finite_or_str(x) for k, x in v.items()} if isinstance(v, dict)
+                                      else _finite_or_str(v)) for side, v in thr.items()},
                 "stats": stats.as_dict(),
                 "output": {"shards": [f for f, _ in plan], "total_size": total, "copied": copied},
             }

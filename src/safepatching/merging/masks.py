@@ -13,6 +13,8 @@ temporaries), and the top-k threshold is the exact order statistic, so a mask is
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 import math
 from collections.abc import Iterable
@@ -25,7 +27,20 @@ from ..errors import ConfigError
 SAMPLE_MAX = 1 << 16  # _bracket's sample size cap
 EXACT_MAX = 50_000_000  # global_threshold: exact kthvalue up to this many scores...
 SAMPLE_SIZE = 10_000_000  # ...else on a deterministic ~uniform random subsample of about this many
-RANKINGS = ("global", "per_tensor", "per_row")
+RANKINGS = ("global", "per_layer", "per_tensor", "per_row")
+
+
+def layer_of(name: str) -> str:
+    """The layer group of a tensor name: L00, L01, ... for `layers.<i>.`, else embed, head or other (per_layer
+    ranking and the diagnosis group by it)."""
+    m = re.search(r"layers\.(\d+)\.", name)
+    if m:
+        return f"L{int(m.group(1)):02d}"
+    if "embed" in name:
+        return "embed"
+    if "lm_head" in name:
+        return "head"
+    return "other"
 BLOCK = 1 << 18  # whole-tensor masks are computed in blocks of this many entries (cache-sized, no big temporaries)
 HASH_BLOCK = 1 << 16  # random masks: entries per block of uint32 hashing (fastest on these CPUs: L2-resident)
 CHUNK_BITS = 32  # the random stream's counter is the index within a chunk of 2^CHUNK_BITS entries (keys per chunk)
@@ -276,7 +291,8 @@ def topk_mask(scores: torch.Tensor, pct: float, ranking: str, threshold: float |
               among: torch.Tensor | None = None) -> torch.Tensor:
     """Keep the top pct% of `scores`.
 
-    global: keep scores >= threshold (from `global_threshold`; ties may keep slightly more).
+    global / per_layer: keep scores >= threshold (from `global_threshold` over the whole model / over the tensor's
+    layer group; ties may keep slightly more).
     per_tensor: exactly keep_count(pct, numel) entries of the tensor.
     per_row: exactly keep_count(pct, cols) entries in each output row (dim 0; 1-D tensors are one row).
     among (a bool mask of scores' shape): rank only the entries where it is True, as if the others scored -inf, and
@@ -288,9 +304,9 @@ def topk_mask(scores: torch.Tensor, pct: float, ranking: str, threshold: float |
         return torch.zeros_like(scores, dtype=torch.bool)
     if pct >= 100:
         return torch.ones_like(scores, dtype=torch.bool) if among is None else among.clone()
-    if ranking == "global":
+    if ranking in ("global", "per_layer"):
         if threshold is None:
-            raise ConfigError("topk_mask: ranking='global' needs a threshold (see global_threshold)")
+            raise ConfigError(f"topk_mask: ranking={ranking!r} needs a threshold (see global_threshold)")
         mask = torch.empty(scores.shape, dtype=torch.bool)  # contiguous, so its flat numpy view is a view
         _ge_mask(scores, threshold, among, mask.numpy().reshape(-1))
         return mask

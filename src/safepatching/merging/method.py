@@ -213,7 +213,8 @@ class RankedSettings(RetentionSettings):
 
     a: float = Field(10.0, ge=0, le=100, description="top-a% most important of the SE patch")
     b: float = Field(10.0, ge=0, le=100, description="top-b% most important of the OM patch")
-    ranking: Literal["global", "per_tensor", "per_row"] = Field("per_tensor", description="where scores are ranked")
+    ranking: Literal["global", "per_layer", "per_tensor", "per_row"] = Field(
+        "per_tensor", description="where scores are ranked: across the model, within each layer, tensor or row")
 
 
 # ---------------------------------------------------------------- helpers on Keep (bool | tensor)

@@ -27,7 +27,9 @@ def _sequential(cfg: SafePatchingSettings) -> bool:
 
 
 def _sp_label(cfg: SafePatchingSettings) -> str:
-    return f"sp p={cfg.p:g} a={cfg.a:g} b={cfg.b:g} α={cfg.alpha:g} β={cfg.beta:g}"
+    return (f"sp p={cfg.p:g} a={cfg.a:g} b={cfg.b:g} α={cfg.alpha:g} β={cfg.beta:g} {cfg.ranking}"
+            + (" rescale" if cfg.rescale else "") + ("" if cfg.difference else " no-diff")
+            + ("" if cfg.compose == "sequential" else " union"))
 
 
 @register_merge("safepatching", SafePatchingSettings, needs_scores=True, ranks_retained=_sequential, label=_sp_label)
@@ -52,7 +54,7 @@ class IntersectionSettings(RankedSettings):
 
 
 def _int_label(cfg: IntersectionSettings) -> str:
-    return f"intersection a={cfg.a:g} b={cfg.b:g}"
+    return f"intersection p={cfg.p:g} a={cfg.a:g} b={cfg.b:g} {cfg.ranking}"
 
 
 @register_merge("intersection", IntersectionSettings, needs_scores=True, ranks_retained=lambda cfg: True,
