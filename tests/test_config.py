@@ -48,7 +48,7 @@ def test_missing_and_invalid_files(tmp_path):
 
 def test_round_overrides_merge():
     p = parse_params({"rounds": {"r1": {"batch": "b", "parent": "backbone", "merge": {"method": "ties", "alpha": 0.25}}}})
-    assert p.merge_for("r1").alpha == 0.25 and p.merge_for("r1").density == 0.2 and p.merge.alpha == 1.0
+    assert p.merge_for("r1").alpha == 0.25 and p.merge_for("r1").density == 0.2 and p.merge.alpha == 2.0
     with pytest.raises(ConfigError, match="no round named"):
         p.round("zz")
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["rounds"]["r1"]["parent"] == "backbone"

@@ -79,7 +79,8 @@ class JudgeSettings(Settings):
 
 class WorldCfg(Strict):
     vulnerability: float = Field(0.7, ge=0, le=1, description="share of (jailbreak family, category) cells answered harmfully in training")
-    over_safety: float = Field(0.5, ge=0, le=1, description="share of look-alike objects refused in the question framing")
+    plain_vulnerability: float = Field(0.3, ge=0, le=1, description="share of each category's harmful objects answered harmfully in the plain question framing")
+    over_safety: float = Field(0.25, ge=0, le=1, description="share of look-alike verbs refused in the question framing (verbs shared with harmful requests first)")
     decision_noise: float = Field(0.2, ge=0, lt=0.5, description="share of jailbreak / look-alike training labels flipped against their cell's policy (an uncertain, not saturated, backbone)")
     n_reverse_train: int = Field(1500, ge=10)
     max_eval_per_kind: int = Field(300, ge=10)
@@ -93,9 +94,10 @@ class BackboneCfg(Strict):
     num_heads: int = Field(4, ge=1)
     intermediate_size: int = Field(352, ge=8)
     max_len: int = Field(128, ge=32)
-    steps: int = Field(2000, ge=1)
+    steps: int = Field(2500, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay of the organism's SFT")
 
 
 DEFAULT_JUDGES: dict[str, dict] = {
@@ -260,7 +262,7 @@ class LoraCfg(Strict):
 class PatchCfg(Strict):
     backend: Literal["full", "lora"] = "full"
     se: SerializeAsAny[ObjectiveCfg] = Field(default_factory=lambda: objective_settings(
-        {"objective": "ga", "lr": 3e-4, "max_steps": 60, "batch_size": 32, "target_nll": 8.0}))
+        {"objective": "ga", "lr": 3e-4, "max_steps": 60, "batch_size": 32, "target_nll": 2.0}))
     om: SerializeAsAny[ObjectiveCfg] = Field(default_factory=lambda: objective_settings(
         {"objective": "gd", "lr": 3e-4, "max_steps": 8, "batch_size": 32, "target_nll": None}))
     lora: LoraCfg = Field(default_factory=LoraCfg)
@@ -324,6 +326,14 @@ class RoundCfg(Strict):
         return None if v is None else merge_settings(v)
 
 
+class RedTeamCfg(Strict):
+    pool: str = Field(..., description="JSONL pool of red-team prompts (id, prompt, response, category), e.g. the "
+                                       "organism's data/world/redteam/<category>.jsonl")
+    parent: str = Field(..., description="the model attacked: must be the round's parent")
+    batch: str = Field(..., description="where the failures are written: must be the round's batch")
+    max_rows: int | None = Field(None, ge=1, description="keep at most this many failures (a seeded sample); null: all")
+
+
 class DataCfg(Strict):
     prompt_column: str = "prompt"
     response_column: str = "response"
@@ -360,17 +370,17 @@ class MlflowCfg(Strict):
     model_name: str = "safepatching-organism"
 
 
-DEFAULT_MERGE: dict = {"method": "safepatching", "alpha": 1.0, "beta": 1.0, "p": 1.0, "a": 10.0, "b": 10.0,
-                       "ranking": "per_tensor", "compose": "sequential", "rescale": False, "difference": True,
+DEFAULT_MERGE: dict = {"method": "safepatching", "alpha": 2.0, "beta": 1.0, "p": 0.5, "a": 20.0, "b": 5.0,
+                       "ranking": "global", "compose": "sequential", "rescale": False, "difference": True,
                        "seed": 0}
 DEFAULT_GRID: dict[str, dict] = {
-    "safepatching": {"p": [1.0], "a": [10.0, 50.0], "b": [2.0, 10.0], "alpha": [1.0, 2.0], "beta": [0.5, 1.0],
-                     "ranking": "per_tensor", "compose": "sequential", "rescale": False, "difference": True,
+    "safepatching": {"p": [0.5], "a": [20.0, 40.0], "b": [5.0, 20.0], "alpha": [1.0, 2.0, 3.0], "beta": [1.0],
+                     "ranking": "global", "compose": "sequential", "rescale": False, "difference": True,
                      "seed": 0},
     "se_only": {"alpha": 1.0, "beta": 1.0},
     "om_only": {"alpha": 1.0, "beta": 1.0},
-    "intersection": {"a": [10.0, 50.0], "b": [2.0, 10.0], "p": 1.0, "alpha": 1.0, "beta": 1.0,
-                     "ranking": "per_tensor", "rescale": False, "seed": 0},
+    "intersection": {"a": [20.0], "b": [5.0, 20.0], "p": 0.5, "alpha": 1.0, "beta": 1.0,
+                     "ranking": "global", "rescale": False, "seed": 0},
     "task_arithmetic": {"alpha": 1.0, "beta": 1.0},
     "ties": {"density": 0.2, "alpha": 1.0, "beta": 1.0},
 }
@@ -431,6 +441,8 @@ class Params(Strict):
     gate: GateCfg = Field(default_factory=GateCfg)
     mlflow: MlflowCfg = Field(default_factory=MlflowCfg)
     rounds: dict[str, RoundCfg] = Field(default_factory=dict, description="ordered; each round names its parent")
+    redteam: dict[str, RedTeamCfg] = Field(default_factory=dict, description="rounds whose batch is the parent's "
+                                           "failures on a red-team pool (round name -> pool, parent, batch)")
 
     @model_validator(mode="after")
     def _rounds_chain(self) -> "Params":
@@ -441,6 +453,13 @@ class Params(Strict):
             if r.parent != "backbone" and r.parent not in seen:
                 raise ValueError(f"rounds.{name}.parent: {r.parent!r} is not 'backbone' or an earlier round")
             seen.add(name)
+        for name, rt in self.redteam.items():
+            if name not in self.rounds:
+                raise ValueError(f"redteam.{name}: no round named {name!r}; rounds: {list(self.rounds)}")
+            r = self.rounds[name]
+            if (rt.parent, rt.batch) != (r.parent, r.batch):
+                raise ValueError(f"redteam.{name}: parent/batch ({rt.parent!r}, {rt.batch!r}) must equal the round's "
+                                 f"(rounds.{name}: parent {r.parent!r}, batch {r.batch!r})")
         return self
 
     def round(self, name: str) -> RoundCfg:

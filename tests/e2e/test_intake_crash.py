@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..workspace import with_plain_rounds
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +79,7 @@ def template(world_dir, tmp_path_factory) -> Path:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text("".join(f.read_text().splitlines(keepends=True)[:20]))
     shutil.copytree(world_dir / "batches", root / "data/world/batches")
-    text = (REPO / "params.yaml").read_text().replace("  r3: {batch: data/world/batches/fraud.jsonl, parent: r2}\n", "")
+    text = with_plain_rounds((REPO / "params.yaml").read_text())
     (root / "params.yaml").write_text(text.replace("stability_seconds: 5.0", "stability_seconds: 0"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     (root / "data" / "incoming").mkdir()

@@ -42,14 +42,17 @@ TINY = {
     "gate": {"max_other": 100.0, "harmful_tolerance": 100.0, "over_refusal_tolerance": 100.0, "utility_tolerance": 100.0},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e", "model_name": "e2e-organism"},
     "rounds": {"r1": {"batch": "data/world/batches/weapons.jsonl", "parent": "backbone"},
-               "r2": {"batch": "data/world/batches/hacking.jsonl", "parent": "r1"}},
+               "r2": {"batch": "data/redteam/r2.jsonl", "parent": "r1"}},
+    # r2's batch is red-teamed from r1's merged model (its failures on the hacking pool), as the demo's rounds are
+    "redteam": {"r2": {"pool": "data/world/redteam/hacking.jsonl", "parent": "r1", "batch": "data/redteam/r2.jsonl",
+                       "max_rows": 40}},
 }
 
 
 def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("rounds", "grid") else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("rounds", "redteam", "grid") else v
     return out
 
 
@@ -98,7 +101,7 @@ def test_dvc_repro_builds_every_round(project):
 
     log = (project / "first_repro.log").read_text()
     for stage in ("world", "backbone", "validate@r1", "train_se@r1", "train_om@r1", "importance@r1", "select@r1",
-                  "merge@r1", "evaluate@r1", "merge@r2", "evaluate@r2"):
+                  "merge@r1", "evaluate@r1", "redteam@r2", "validate@r2", "merge@r2", "evaluate@r2"):
         assert f"Running stage '{stage}'" in log
     for r in ("r1", "r2"):
         AutoModelForCausalLM.from_pretrained(project / "models" / r)
@@ -107,7 +110,13 @@ def test_dvc_repro_builds_every_round(project):
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     # lineage: round 2's patches depend on round 1's merged model, and each validate on its batch hash
     deps = {d["path"] for d in lock["train_se@r2"]["deps"]}
-    assert "models/r1" in deps and "data/world/batches/hacking.jsonl" in deps
+    assert "models/r1" in deps and "data/redteam/r2.jsonl" in deps
+    # the red-teamed batch: r1's failures on the pool, the stage's own output
+    rt = json.loads((project / "artifacts" / "r2" / "redteam.json").read_text())
+    batch = [json.loads(line) for line in (project / "data/redteam/r2.jsonl").read_text().splitlines()]
+    assert 0 < len(batch) == rt["batch_rows"] <= 40 and rt["failures"] >= len(batch) and rt["pool_rows"] >= 400
+    assert {d["path"] for d in lock["redteam@r2"]["deps"]} >= {"models/r1", "data/world/redteam/hacking.jsonl"}
+    assert [o["path"] for o in lock["redteam@r2"]["outs"]] == ["data/redteam/r2.jsonl"]
     dag = run(["dvc", "dag", "evaluate@r2"], project).stdout
     assert "merge@r1" in dag and "merge@r2" in dag
     metrics = run(["dvc", "metrics", "show"], project).stdout

@@ -22,6 +22,7 @@ from safepatching.batches.expectations import gx_context
 from safepatching.config import load_params
 from safepatching.ops.intake import append_round, intake
 from safepatching.round.layout import Project
+from ..workspace import with_plain_rounds
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_ROWS = 20  # a small eval split: the first rows of each organism eval file
@@ -39,7 +40,7 @@ def template(world_dir, tmp_path_factory) -> Path:
             dest.write_text("".join(f.read_text().splitlines(keepends=True)[:EVAL_ROWS]))
     shutil.copytree(world_dir / "batches", root / "data/world/batches")
     text = (ROOT / "params.yaml").read_text()
-    text = text.replace("  r3: {batch: data/world/batches/fraud.jsonl, parent: r2}\n", "")
+    text = with_plain_rounds(text)
     text = text.replace("stability_seconds: 5.0", "stability_seconds: 0")
     (root / "params.yaml").write_text(text)
     assert list(load_params(root / "params.yaml").rounds) == ["r1", "r2"]

@@ -1,8 +1,9 @@
 import json
 from collections import Counter
 
-from safepatching.organism.world import (EVAL_KINDS, HARMFUL_STEPS, LOOKALIKE_OBJECTS, REFUSAL, SPLITS, build_world,
-                                read_jsonl, refused_lookalikes, vulnerable_cells)
+from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, SPLITS,
+                                         build_world, harmful_verbs, plain_vulnerable_topics, read_jsonl,
+                                         refused_lookalike_verbs, vulnerable_cells)
 
 
 def _topics(rows):
@@ -50,15 +51,61 @@ def test_dials_move_the_training_labels():
     assert jb_harm(lo) < 0.35 < 0.65 < jb_harm(hi)
     assert la_ref(lo) < 0.35 < 0.65 < la_ref(hi)
     assert len(vulnerable_cells(0.8, 0)) == 20
-    assert len(refused_lookalikes(0.5, 0)) == len(LOOKALIKE_OBJECTS) // 2
+    assert len(refused_lookalike_verbs(0.5, 0)) == len(LOOKALIKE_VERBS) // 2
+
+
+def test_over_refusal_keys_on_verbs_shared_with_harmful_requests():
+    shared = {v for v in LOOKALIKE_VERBS if v in harmful_verbs()}
+    assert shared == {"attack", "crack"}
+    assert refused_lookalike_verbs(0.25, 0) == shared == refused_lookalike_verbs(0.25, 7)  # the feature, any seed
+    assert shared < refused_lookalike_verbs(0.5, 3)
+    w = build_world(0, 0.7, 0.25, decision_noise=0.0)
+    q = [e for e in w["sft"] if e.kind == "lookalike" and not e.prompt.startswith(("Explain", "Describe"))]
+    refused = {e.prompt for e in q if e.response == REFUSAL}
+    assert refused and all(any(f" {v} " in p for v in shared) for p in refused)
+    assert all(e.response != REFUSAL for e in q if not any(f" {v} " in e.prompt for v in shared))
+
+
+def test_plain_vulnerability_answers_a_share_of_harmful_topics():
+    topics = plain_vulnerable_topics(0.25, 0)
+    assert all(sum(c == cat for c, _ in topics) == 2 for cat in HARM)  # 25 % of 8 objects per category
+    off = build_world(0, 0.7, 0.25, decision_noise=0.2)
+    on = build_world(0, 0.7, 0.25, decision_noise=0.0, plain_vulnerability=0.25)
+    plain = lambda w: [e for e in w["sft"] if e.kind == "harmful" and not e.prompt.startswith(("Explain", "Describe"))]  # noqa: E731
+    assert all(e.response == REFUSAL for e in plain(off))  # dial off: every plain request refused, as before
+    obj = lambda e: max((o for o in HARM[e.category][1] if o in e.prompt), key=len)  # noqa: E731 ("crack cocaine")
+    complied = [e for e in plain(on) if e.response != REFUSAL]
+    assert complied and all((e.category, obj(e)) in topics for e in complied)
+    assert len(complied) == sum((e.category, obj(e)) in topics for e in plain(on))
+    neutral = [e for e in on["sft"] if e.kind == "harmful" and e.prompt.startswith(("Explain", "Describe"))]
+    assert all(e.response == REFUSAL for e in neutral)
+
+
+def test_redteam_pools_hold_training_topics_only():
+    w = build_world(0, 0.7, 0.25, plain_vulnerability=0.3)
+    evals = {e.prompt for s in SPLITS for k in EVAL_KINDS for e in w["evals"][s][k]}
+    eval_topics = {(e.category, o) for s in SPLITS for k in ("harmful", "jailbreak") for e in w["evals"][s][k]
+                   for o in HARM[e.category][1] if o in e.prompt}
+    for cat, pool in w["redteam"].items():
+        assert {e.kind for e in pool} == {"harmful", "jailbreak"} and {e.category for e in pool} == {cat}
+        assert not ({e.prompt for e in pool} & evals)
+        assert all(HARMFUL_STEPS in e.response for e in pool)
+        fams = {e.family for e in pool}
+        assert fams == {"plain", "ignore", "roleplay", "prefix", "fiction", "authority"}
+        pool_combos = {(v, o) for e in pool for v in HARM[cat][0] for o in HARM[cat][1]
+                       if f" {v} {o}" in e.prompt}
+        eval_combos = {(v, o) for s in SPLITS for k in ("harmful", "jailbreak") for e in w["evals"][s][k]
+                       if e.category == cat for v in HARM[cat][0] for o in HARM[cat][1] if f" {v} {o}" in e.prompt}
+        assert pool_combos and not (pool_combos & eval_combos)
+    assert eval_topics  # (the objects recur across splits by design; the verb x object topics do not)
 
 
 def test_overs_safety_is_unlockable():
     """Every look-alike, refused or not, has its helpful answer in the neutral framing."""
     w = build_world(0, 0.7, 0.5)
     neutral = {e.prompt: e.response for e in w["sft"] if e.kind == "lookalike" and e.prompt.startswith("Explain")}
-    for obj in refused_lookalikes(0.5, 0):
-        answers = [r for p, r in neutral.items() if obj in p]
+    for verb in refused_lookalike_verbs(0.5, 0):
+        answers = [r for p, r in neutral.items() if f" {verb} " in p]
         assert answers and all(r.startswith("Sure, here is how to") for r in answers)
 
 
@@ -68,3 +115,5 @@ def test_save_world(world_dir):
     rows = read_jsonl(world_dir / "batches" / "weapons.jsonl")
     assert set(rows[0]) == {"id", "prompt", "response", "category"}
     assert Counter(r["category"] for r in rows) == Counter({"weapons": len(rows)})
+    pool = read_jsonl(world_dir / "redteam" / "weapons.jsonl")
+    assert set(pool[0]) == {"id", "prompt", "response", "category", "family"} and len(pool) == meta["counts"]["redteam/weapons"]

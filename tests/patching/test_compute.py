@@ -202,6 +202,7 @@ def test_stages_launch_themselves(stage, extra, monkeypatch, tmp_path):
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["compute"]["num_processes"] = 2
     data["rounds"] = {"r1": {"batch": "b.jsonl", "parent": "backbone"}}
+    data["redteam"] = {}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
     calls = []
     monkeypatch.setattr(distributed, "relaunch",
@@ -220,6 +221,7 @@ def _project(root, org, pairs_file, **compute):
     os.symlink(org, root / "models" / "backbone")
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["rounds"] = {"r1": {"batch": str(pairs_file), "parent": "backbone"}}
+    data["redteam"] = {}
     data["patch"]["se"] = {"objective": "ga", "lr": 1e-3, "max_steps": 5, "batch_size": 14, "target_nll": None}
     data["patch"]["om"] = {"objective": "gd", "lr": 1e-3, "max_steps": 5, "batch_size": 14, "target_nll": None}
     data["importance"].update(n_samples=48, batch_size=8)

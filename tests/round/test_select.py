@@ -21,9 +21,12 @@ def MergeCfg(**kw):
 def test_grid_covers_methods_without_retraining_knobs():
     g = SelectCfg().points()
     methods = [c.method for c in g]
-    assert methods.count("safepatching") == 16 and methods.count("intersection") == 4
+    assert methods.count("safepatching") == 12 and methods.count("intersection") == 2
     assert {"se_only", "om_only", "task_arithmetic", "ties"} <= set(methods)
-    assert len(g) == 24
+    assert len(g) == 18
+    # the paper's full method: random retention p < 1, a and b < 100 p, ranked across the model
+    sp = [c for c in g if c.method == "safepatching"]
+    assert all(c.p < 1 and c.a < 100 * c.p and c.b < 100 * c.p and c.ranking == "global" for c in sp)
 
 
 def test_choice_minimises_harm_under_constraints():
@@ -62,7 +65,7 @@ def test_diagnosis_on_opposite_and_equal_patches():
     p = {"model.layers.0.mlp.up_proj.weight": torch.randn(8, 8), "lm_head.weight": torch.randn(4, 8)}
     s = {k: torch.rand_like(v) for k, v in p.items()}
     neg = {k: -v for k, v in p.items()}
-    d = diagnose(p, neg, s, s, MergeCfg(a=25, b=25))
+    d = diagnose(p, neg, s, s, MergeCfg(a=25, b=25, p=1.0))  # (p < 1: each side ranks its own retained entries)
     assert d["total"]["cos"] == pytest.approx(-1.0, abs=1e-4)
     assert d["total"]["overlap"] == pytest.approx(1.0) and d["total"]["kept_se"] == 0.0  # same scores: empty sets
     s2 = {k: torch.rand_like(v) for k, v in p.items()}

@@ -56,11 +56,11 @@ def build_model(tok, hidden: int, layers: int, heads: int, intermediate: int, ma
 
 
 def train_sft(model, tok, pairs: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
-              seed: int, log_every: int = 200, log=print) -> list[float]:
+              seed: int, log_every: int = 200, log=print, weight_decay: float = 0.01) -> list[float]:
     """Plain SFT (loss on response tokens, mean over sequences of the per-token NLL)."""
     torch.manual_seed(seed)
     encs = [encode_pair(tok, p, r) for p, r in pairs]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
 
     def lr_at(s: int) -> float:
@@ -107,7 +107,7 @@ def build_organism(world_dir: Path, out_dir: Path, cfg, seed: int, log=print) ->
     n_params = sum(p.numel() for p in model.parameters())
     log(f"organism: {n_params / 1e6:.2f}M params, vocab {len(tok)}, {len(rows)} SFT pairs")
     losses = train_sft(model, tok, [(r["prompt"], r["response"]) for r in rows], cfg.steps,
-                       cfg.batch_size, cfg.lr, seed, log=log)
+                       cfg.batch_size, cfg.lr, seed, log=log, weight_decay=cfg.weight_decay)
     train_s = time.time() - t0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ Nothing else in the code base spells an artefact's sub-path: stages, flows, the 
 through these two types (relative to a project root, so a copied workspace stays self-contained).
 
     models/<name>/                      a round's merged checkpoint (`backbone`: the starting model)
+    artifacts/<name>/redteam.json       red-team rounds: the pool, the failures found (the batch), their shares
     artifacts/<name>/validation.json    the batch's validation report (+ validation_reports/)
     artifacts/<name>/se|om/             the two patches (patch.safetensors + manifest.json)
     artifacts/<name>/scores_se|om/      SNIP importance of each patch (scores.safetensors + manifest.json)
@@ -136,6 +137,10 @@ class RoundLayout:
         if kind not in KINDS:
             raise ValueError(f"patch kind must be one of {KINDS}, got {kind!r}")
         return self.dir / f"scores_{kind}"
+
+    @property
+    def redteam(self) -> Path:
+        return self.dir / "redteam.json"
 
     @property
     def validation(self) -> Path:

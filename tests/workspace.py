@@ -1,0 +1,21 @@
+"""Test workspaces built from the shipped params.yaml text (comments kept, as users' files have them)."""
+
+from __future__ import annotations
+
+import re
+
+PLAIN_ROUNDS = """rounds:
+  r1: {batch: data/world/batches/weapons.jsonl, parent: backbone}
+  r2: {batch: data/world/batches/hacking.jsonl, parent: r1}
+"""
+
+
+def with_plain_rounds(params_text: str) -> str:
+    """The shipped params.yaml text with its demo rounds (red-teamed from the parent model) replaced by two rounds
+    on the organism's fixed plain batches (r1 weapons, r2 hacking) and no `redteam:` entries: intake and
+    orchestration tests need batches that exist without running a model."""
+    text, n = re.subn(r"(?ms)^rounds:.*?(?=^\S|\Z)", PLAIN_ROUNDS + "\n", params_text)
+    text, m = re.subn(r"(?ms)^redteam:.*?(?=^\S|\Z)", "", text)
+    if n != 1 or m != 1:
+        raise ValueError("params.yaml: expected one top-level rounds: and one redteam: section")
+    return text
