@@ -92,6 +92,8 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
     root, name = layout.root, layout.name
     r = params.round(name)
     reg = ModelRegistry.from_params(params, root)
+    if reg.rehomed:
+        log(reg.rehomed)
     stage = merge_stage(name)
     stage_hash = dvc_stage_hash(root, stage)
     if not stage_hash:
