@@ -228,8 +228,10 @@ def test_interrupted_registration_is_finished_not_duplicated(reg2) -> None:
     reg2.client.delete_model_version_tag(MODEL, "2", "registered")
     tags = {"batch_sha256": "bbb2", "parent_version": "1", "dvc_stage_hash": STAGE,
             "model_sha256": reg2.version("2").model_sha256}
-    assert reg2.register_round("r2", "/nonexistent", {}, BAD, _never_called, tags) == ("2", False)
+    lines = []
+    assert reg2.register_round("r2", "/nonexistent", {}, BAD, _never_called, tags, log=lines.append) == ("2", False)
     assert {r.version: r.aliases for r in reg2.versions()} == {"1": ("champion",), "2": ("candidate",)}
+    assert lines == ["r2: finished the interrupted registration of version 2 (supersede links, aliases)"]
 
 
 def test_registration_needs_the_model_identity(reg2, models: dict) -> None:
@@ -425,8 +427,12 @@ def test_dangling_runs_of_a_round_are_ended_killed(reg2, models) -> None:
     run = reg2.client.create_run(reg2.experiment_id(), run_name="r3", tags={"round": "r3"})
     # (what a registration killed after its run started leaves: a run RUNNING forever)
     assert reg2.client.get_run(run.info.run_id).info.status == "RUNNING"
-    _register(reg2, models["c"], "r3", REF, REF, "ccc3", "1")
+    lines = []
+    reg2.register_round("r3", models["c"][0], {}, REF, gate(REF, REF, CFG), log=lines.append,
+                        tags={"batch_sha256": "ccc3", "parent_version": "1", "model_sha256": models["c"][1],
+                              "dvc_stage_hash": STAGE})
     assert reg2.client.get_run(run.info.run_id).info.status == "KILLED"
+    assert lines == [f"r3: ended 1 MLflow run(s) left RUNNING by an interrupted registration as KILLED: {run.info.run_id}"]
 
 
 def _files(root: Path) -> dict[str, tuple[int, int]]:

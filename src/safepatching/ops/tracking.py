@@ -54,6 +54,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from .. import crash
 from ..errors import SafePatchingError, UnknownNameError
 from .gate import GateDecision
 
@@ -494,8 +495,10 @@ class ModelRegistry:
 
     def register_round(self, round_name: str, model_dir: str | Path, params: Mapping[str, Any],
                        metrics: Mapping[str, Any], gate: GateDecision | Callable[[], GateDecision],
-                       tags: Mapping[str, Any], artifacts: Sequence[str | Path] = ()) -> tuple[str, bool]:
-        """Log a run for the round, register its merged model and move the aliases.
+                       tags: Mapping[str, Any], artifacts: Sequence[str | Path] = (),
+                       log: Callable[[str], Any] = lambda line: None) -> tuple[str, bool]:
+        """Log a run for the round, register its merged model and move the aliases (`log`: a line for each repair of
+        an interrupted registration).
 
         `tags` must hold `batch_sha256`, `model_sha256` and `dvc_stage_hash`, and may hold `parent_version`
         (None/absent: first round); every entry becomes a version tag (non-strings as JSON). `gate` is the
@@ -513,7 +516,10 @@ class ModelRegistry:
                                      ident["dvc_stage_hash"]) or self._adopt_legacy(ident, tags)
         if existing is not None:
             if existing.tags.get("registered") != "complete":
+                self._end_dangling(round_name, log)
                 self._finish(str(existing.version))
+                log(f"{round_name}: finished the interrupted registration of version {existing.version} (supersede "
+                    "links, aliases)")
             return str(existing.version), False
 
         model_dir = Path(model_dir)
@@ -539,7 +545,7 @@ class ModelRegistry:
 
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         tok = AutoTokenizer.from_pretrained(model_dir)
-        self.end_dangling_runs(round_name)
+        self._end_dangling(round_name, log)
         with self._active():
             with mlflow.start_run(experiment_id=self.experiment_id(), run_name=round_name,
                                   tags={"round": round_name}) as run:  # tagged at creation: a killed one is found
@@ -555,9 +561,17 @@ class ModelRegistry:
                     transformers_model={"model": model, "tokenizer": tok}, name="model",
                     task="text-generation", model_config={"max_new_tokens": self.max_new_tokens},
                     pip_requirements=_pip_requirements(), model_card=_model_card(round_name, version_tags))
+                crash.point("register.run")
                 mv = mlflow.register_model(info.model_uri, self.model_name, tags=version_tags)
+                crash.point("register.version")
         self._finish(str(mv.version))
         return str(mv.version), True
+
+    def _end_dangling(self, round_name: str, log: Callable[[str], Any]) -> None:
+        ended = self.end_dangling_runs(round_name)
+        if ended:
+            log(f"{round_name}: ended {len(ended)} MLflow run(s) left RUNNING by an interrupted registration as KILLED: "
+                + ", ".join(ended))
 
     def end_dangling_runs(self, round_name: str) -> list[str]:
         """End as KILLED the runs of this round left RUNNING by a killed registration; returns their ids."""
