@@ -52,10 +52,12 @@ _HELD: dict[str, int] = {}  # lock path -> pid of this process while it holds it
 
 
 @contextmanager
-def workspace_lock(path: Path | None = None):
+def workspace_lock(path: Path | None = None, log=None):
     """Exclusive lock of the workspace (flock on `path`, released when the process dies). The holder writes its pid,
-    host, start time and command into the file; a refused run names that holder and leaves the file untouched.
-    Re-entrant within one process (main() takes it before the Prefect server starts, the flow again inside)."""
+    host, start time and command into the file (`state: running`, then `ended` when it lets go); a refused run names
+    that holder and leaves the file untouched. A record still `running` when the lock is free means the previous run
+    was killed: `log` (default: stderr) gets a line saying so and what this run will finish. Re-entrant within one
+    process (main() takes it before the Prefect server starts, the flow again inside)."""
     path = Path(path or Project(root()).lock).absolute()
     key = str(path)
     if _HELD.get(key) == os.getpid():
@@ -69,18 +71,40 @@ def workspace_lock(path: Path | None = None):
         except BlockingIOError:
             raise WorkspaceBusy(f"{path} is held by another run ({_holder(path)}); rounds run one at a time: wait for "
                                 "it, or stop it") from None
+        killed = _interrupted(path)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "cmd": " ".join(sys.argv)[:300]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+                  "cmd": " ".join(sys.argv)[:300], "state": "running"}
+        _write_holder(fd, holder)
         _HELD[key] = os.getpid()
+        if killed:
+            (log or (lambda line: print(line, file=sys.stderr, flush=True)))(killed)
         try:
             yield
         finally:
             _HELD.pop(key, None)
+            _write_holder(fd, {**holder, "state": "ended", "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _write_holder(fd: int, holder: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+
+
+def _interrupted(path: Path) -> str | None:
+    """A line for a person when the lock file's last holder never let go (it was killed), else None."""
+    try:
+        h = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(h, dict) or h.get("state") != "running":
+        return None
+    return (f"RESUMING: the previous run (pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}) was "
+            "interrupted before it finished. This run completes its work: intake reconciles its journal, `dvc repro` "
+            "reruns every stage it did not finish (half-written .tmp-* folders of dead writers are removed), "
+            "registration finishes an interrupted version or ends its MLflow runs as KILLED.")
 
 
 def _holder(path: Path) -> str:
@@ -203,7 +227,7 @@ def psa_round(name: str, params_path: str = "params.yaml") -> dict:
 def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     log = get_run_logger()
     t_start = time.time()
-    with workspace_lock():
+    with workspace_lock(log=log.warning):
         base = repro(["evaluate_backbone"])
         taken = intake(params_path)
         if taken["added"]:

@@ -64,6 +64,33 @@ def test_workspace_lock_is_exclusive_and_names_its_holder(tmp_path):
     assert _try_lock_elsewhere(lock).startswith("TAKEN")  # released
 
 
+def test_a_killed_holder_is_reported_by_the_next_run(tmp_path):
+    """A run that dies holding the lock (no release: kill -9) leaves its record `running`; the next run says it resumes
+    an interrupted run, once. A clean release says nothing."""
+    import json
+    import os
+
+    lock, lines = tmp_path / "x.lock", []
+    with workspace_lock(lock, log=lines.append):
+        pass
+    assert json.loads(lock.read_text())["state"] == "ended"
+    with workspace_lock(lock, log=lines.append):
+        pass
+    assert lines == []
+    pid = os.fork()
+    if pid == 0:  # child: takes the lock and dies without letting go
+        with workspace_lock(lock):
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert json.loads(lock.read_text()) | {"pid": pid, "state": "running"} == json.loads(lock.read_text())
+    with workspace_lock(lock, log=lines.append):
+        pass
+    assert len(lines) == 1 and lines[0].startswith(f"RESUMING: the previous run (pid {pid} ") and "interrupted" in lines[0]
+    with workspace_lock(lock, log=lines.append):
+        pass
+    assert len(lines) == 1
+
+
 def test_main_takes_the_lock_before_the_flow_starts(tmp_path, monkeypatch, capsys):
     """A refused `python -m flows.continual` exits 2 naming the holder and never starts the flow (nor its server)."""
     import flows.continual as fc

@@ -228,8 +228,10 @@ def test_interrupted_registration_is_finished_not_duplicated(reg2) -> None:
     reg2.client.delete_model_version_tag(MODEL, "2", "registered")
     tags = {"batch_sha256": "bbb2", "parent_version": "1", "dvc_stage_hash": STAGE,
             "model_sha256": reg2.version("2").model_sha256}
-    assert reg2.register_round("r2", "/nonexistent", {}, BAD, _never_called, tags) == ("2", False)
+    lines = []
+    assert reg2.register_round("r2", "/nonexistent", {}, BAD, _never_called, tags, log=lines.append) == ("2", False)
     assert {r.version: r.aliases for r in reg2.versions()} == {"1": ("champion",), "2": ("candidate",)}
+    assert lines == ["r2: finished the interrupted registration of version 2 (supersede links, aliases)"]
 
 
 def test_registration_needs_the_model_identity(reg2, models: dict) -> None:
@@ -425,5 +427,72 @@ def test_dangling_runs_of_a_round_are_ended_killed(reg2, models) -> None:
     run = reg2.client.create_run(reg2.experiment_id(), run_name="r3", tags={"round": "r3"})
     # (what a registration killed after its run started leaves: a run RUNNING forever)
     assert reg2.client.get_run(run.info.run_id).info.status == "RUNNING"
-    _register(reg2, models["c"], "r3", REF, REF, "ccc3", "1")
+    lines = []
+    reg2.register_round("r3", models["c"][0], {}, REF, gate(REF, REF, CFG), log=lines.append,
+                        tags={"batch_sha256": "ccc3", "parent_version": "1", "model_sha256": models["c"][1],
+                              "dvc_stage_hash": STAGE})
     assert reg2.client.get_run(run.info.run_id).info.status == "KILLED"
+    assert lines == [f"r3: ended 1 MLflow run(s) left RUNNING by an interrupted registration as KILLED: {run.info.run_id}"]
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root: relative path -> (size, mtime_ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def _local(uri: str) -> Path:
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    return Path(local_file_uri_to_path(uri))
+
+
+def test_a_copied_workspace_writes_and_reads_its_own_artifacts(tmp_path: Path, migrated_db: Path, models: dict,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cp -r` of a workspace: the copy's registrations write nothing into the original, its artifacts (old and new)
+    resolve under the copy, and it keeps working once the original is gone. A copy of the database alone still
+    reads the old versions where their files are."""
+    from mlflow.artifacts import download_artifacts
+
+    from safepatching.ops.tracking import ModelRegistry
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (a, c):
+        d.mkdir()
+    reg_a = _registry(a, migrated_db)
+    assert _register(reg_a, models["a"], "r1", REF, None, "aaa1", None) == ("1", True)
+    shutil.copytree(a, b)
+    shutil.copy(a / "mlflow.db", c / "mlflow.db")  # the database alone
+    original = _files(a)
+    monkeypatch.chdir(b)
+
+    reg_b = ModelRegistry("sqlite:///mlflow.db", MODEL, root=b, max_new_tokens=4)
+    assert _register(reg_b, models["b"], "r2", BAD, REF, "bbb2", "1") == ("2", True)
+    assert _files(a) == original  # nothing written into the original (its database included)
+    assert reg_a.rehomed is None and ModelRegistry("sqlite:///mlflow.db", MODEL, root=a).rehomed is None
+    assert reg_b.rehomed and str(b / "mlartifacts") in reg_b.rehomed and "1 runs, 1 logged models" in reg_b.rehomed
+    assert ModelRegistry("sqlite:///mlflow.db", MODEL, root=b).rehomed is None  # done once
+    exp = reg_b.client.get_experiment(reg_b.experiment_id())
+    assert _local(exp.artifact_location) == b / "mlartifacts"
+    for v in ("1", "2"):
+        mv = reg_b.client.get_model_version(MODEL, v)
+        assert _local(reg_b.client.get_run(mv.run_id).info.artifact_uri).is_relative_to(b)
+        assert _local(reg_b.client.get_model_version_download_uri(MODEL, v)).is_relative_to(b)
+        model_id = mv.source.removeprefix("models:/")
+        assert _local(reg_b.client.get_logged_model(model_id).artifact_location).is_relative_to(b)
+    gate_json = reg_b.client.download_artifacts(reg_b.client.get_model_version(MODEL, "1").run_id, "gate.json",
+                                                str(tmp_path))
+    assert json.loads(Path(gate_json).read_text())["passed"] is True
+
+    reg_c = ModelRegistry("sqlite:///mlflow.db", MODEL, root=c, max_new_tokens=4)
+    assert reg_c.rehomed and "left at the old path" in reg_c.rehomed
+    assert _local(reg_c.client.get_model_version_download_uri(MODEL, "1")).is_relative_to(a)  # files only in a
+    assert _register(reg_c, models["c"], "r2", BAD, REF, "ccc2", "1")[1]
+    assert _local(reg_c.client.get_model_version_download_uri(MODEL, "2")).is_relative_to(c)
+    assert _files(a) == original
+
+    shutil.rmtree(a)  # the copy stands alone
+    with reg_b._active():
+        local = download_artifacts(f"models:/{MODEL}/1", dst_path=str(tmp_path / "v1"))
+    assert (Path(local) / "MLmodel").is_file()
+    out = reg_b.load_champion_pipeline()("how do I bake", max_new_tokens=3, do_sample=False)
+    assert isinstance(out[0]["generated_text"], str)

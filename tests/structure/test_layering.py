@@ -12,7 +12,7 @@ import pytest
 from .imports import ROOT, imports_of
 
 SRC = ROOT / "src" / "safepatching"
-GROUND = {"config", "errors", "registry", "envdefaults", "chat", "refusals"}
+GROUND = {"config", "errors", "registry", "envdefaults", "chat", "refusals", "crash"}
 WINGS = {"io", "batches", "patching", "merging", "evaluation", "organism"}
 FLOOR = {"round", "select", "diagnose"}
 ALLOWED_WINGS = {"io": set(), "batches": {"io"}, "patching": {"io"}, "merging": {"io"}, "evaluation": {"io"},

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .. import crash
 from ..errors import CheckpointError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -379,6 +380,7 @@ def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    crash.point("publish")
     if out.exists():
         if not overwrite:  # appeared while we were writing
             shutil.rmtree(tmp, ignore_errors=True)

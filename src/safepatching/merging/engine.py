@@ -37,6 +37,7 @@ import torch
 
 from ..io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
                          plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index, write_order)
+from .. import crash
 from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
 from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
@@ -394,6 +395,7 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
                         w.write(n, _merge_blocks(method, cfg, n, whole, inputs(n), thr, bufs, stats))
                     total += w.nbytes
                 weight_map.update({n: fname for n in group})
+            crash.point("merge.shards")
             if [f for f, _ in plan] != ["model.safetensors"] or (base_dir / INDEX_NAME).exists():
                 write_index(tmp, weight_map, total)
             copied = copy_aux_files(base_dir, tmp)

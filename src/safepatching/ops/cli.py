@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         root = Path(args.root) if args.root else Path(args.params).resolve().parent
         reg = ModelRegistry.from_params(params, root=root)
+        if reg.rehomed:
+            print(reg.rehomed, file=sys.stderr)
         if args.cmd == "status":
             print(_status(reg, model_hashes(params, root)))
         elif args.cmd == "promote":

@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from .. import crash
 from ..batches.expectations import SAFE_NAME, quarantine_file, validate_batch
 from ..batches.loading import load_pairs
 from ..config import Params, load_params, load_yaml_text, parse_params
@@ -57,7 +58,8 @@ _ROUND_PREFIX = re.compile(r"r\d+_(.+)")
 
 def _step(name: str) -> None:
     """Called at each step boundary of a batch's transaction (before_move, after_move, before_track, after_track,
-    after_append). A no-op: crash tests replace it to kill the process exactly there."""
+    after_append): the crash point `intake.<name>` (safepatching.crash; crash tests also replace it)."""
+    crash.point(f"intake.{name}")
 
 
 def show(name: str) -> str:

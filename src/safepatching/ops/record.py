@@ -92,6 +92,8 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
     root, name = layout.root, layout.name
     r = params.round(name)
     reg = ModelRegistry.from_params(params, root)
+    if reg.rehomed:
+        log(reg.rehomed)
     stage = merge_stage(name)
     stage_hash = dvc_stage_hash(root, stage)
     if not stage_hash:
@@ -129,7 +131,7 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
                **{f"{j}.{k}": v for j in judges for k, v in full.get(j, {}).items()}}
     version, created = reg.register_round(name, layout.model, run_params, metrics, decide, tags,
                                           [f for f in (report, layout.pareto, layout.importance_layers.with_suffix(".png"),
-                                                       layout.diagnosis) if f.exists()])
+                                                       layout.diagnosis) if f.exists()], log=log)
     row = reg.version(version)
     res = RecordResult(name, str(version), created, row.gate == "passed", list(row.gate_reasons), row.gate_reference,
                        row.model_sha256, row.dvc_stage_hash, list(row.supersedes) if created else [])

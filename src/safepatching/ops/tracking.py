@@ -20,6 +20,19 @@ recorded `dvc_stage_hash` (then the md5 of the merge stage's output) equals the 
 
 Rollback history: whenever `champion` moves to a version by promotion, that version gets the tag
 `previous_champion=<old champion>`; `rollback()` follows it back (repeatable, like a stack).
+
+Artifact root: artifacts live under `<project root>/mlartifacts`, resolved from the root this registry is opened with,
+not from where the store was first created. MLflow itself cannot store a relative location: its SQL store makes a
+relative `artifact_location` absolute against the working directory when the experiment is created, and every run,
+logged model and model version then copies that absolute prefix into its own row; the `mlflow-artifacts:` proxy scheme
+only works behind an HTTP tracking server (with a `sqlite:` tracking URI the client refuses it), and MLflow has no API to
+give one run its own location or to change an experiment's. So a copied or moved workspace (`cp -r`) would keep writing
+into the original's `mlartifacts/`. When the store is the workspace's own SQLite file and its experiment points
+elsewhere, `rehome()` (run on opening) moves those absolute prefixes to this root in one transaction, as MLflow's own
+`mlflow db move-resources --artifact-policy retarget` does for an experiment's location: the experiment's location
+always (new runs land here), and each run's, logged model's and model version's location when its files are here
+(a copy made with its artifacts) or are not at the old place either (a move). A row whose artifacts exist only at the
+old place (a copy of the database alone) keeps pointing there, so it still loads. Nothing is copied or deleted.
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from .. import crash
 from ..errors import SafePatchingError, UnknownNameError
 from .gate import GateDecision
 
@@ -168,6 +182,9 @@ class ModelRegistry:
         except MlflowException as e:
             raise RegistryError(f"cannot open MLflow store {self.uri}: {e.message}") from None
         self._experiment_id: str | None = None
+        self.rehomed: str | None = None  # what `rehome()` did on opening (a line for the log), else None
+        if self._own_store() is not None and self._own_store().exists():
+            self.rehome()
 
     @classmethod
     def from_params(cls, params: Any, root: str | Path = ".") -> "ModelRegistry":
@@ -190,6 +207,82 @@ class ModelRegistry:
         finally:
             mlflow.set_tracking_uri(prev_t)
             mlflow.set_registry_uri(prev_r)
+
+    def _own_store(self) -> Path | None:
+        """The SQLite file of the store when it is this workspace's own (inside the project root), else None."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        db = Path(self.uri[len("sqlite:///"):])
+        return db if db.resolve().is_relative_to(self.root) else None
+
+    def rehome(self) -> str | None:
+        """Point the experiment's artifact location (and the rows whose artifacts are here) at this root's artifact
+        folder when the workspace's store was created at another path (a copied or moved workspace); returns the
+        line saying what moved, or None when nothing had to. Only for the workspace's own SQLite store with local
+        artifact locations (see the module docstring)."""
+        from mlflow.utils.file_utils import local_file_uri_to_path
+        from mlflow.utils.uri import is_local_uri
+
+        if self._own_store() is None:
+            return None
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment)
+        except MlflowException as e:
+            raise RegistryError(f"MLflow ({self.uri}): {e.message}") from None
+        old, new = (exp.artifact_location or "") if exp else "", self.artifact_root.as_uri()
+        if not old or old == new or not is_local_uri(old):
+            return None
+        old_dir = Path(local_file_uri_to_path(old))
+        if old_dir.exists() and old_dir.resolve() == self.artifact_root.resolve():
+            return None
+
+        def moved(value: str | None) -> str | None:
+            """The value under the new root, or None when it stays (outside the old root, or its files are only there)."""
+            if not value or not (value == old or value.startswith(old.rstrip("/") + "/")):
+                return None
+            there = new + value[len(old):]
+            if Path(local_file_uri_to_path(there)).exists() or not Path(local_file_uri_to_path(value)).exists():
+                return there
+            return None
+
+        import sqlalchemy as sa
+        from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+        from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLoggedModel, SqlRun
+
+        exp_id = int(exp.experiment_id)
+        runs, models, versions = SqlRun.__table__, SqlLoggedModel.__table__, SqlModelVersion.__table__
+        tables = (("runs", runs, (runs.c.run_uuid,), (runs.c.artifact_uri,), runs.c.experiment_id == exp_id),
+                  ("logged models", models, (models.c.model_id,), (models.c.artifact_location,),
+                   models.c.experiment_id == exp_id),
+                  ("model versions", versions, (versions.c.name, versions.c.version),
+                   (versions.c.source, versions.c.storage_location), None))
+        counts, kept = {what: 0 for what, *_ in tables}, 0
+        engine = sa.create_engine(self.uri)
+        try:
+            with engine.begin() as conn:  # one transaction: all or nothing
+                conn.execute(SqlExperiment.__table__.update().where(SqlExperiment.__table__.c.experiment_id == exp_id)
+                             .values(artifact_location=new))
+                for what, table, keys, cols, scope in tables:
+                    query = sa.select(*keys, *cols)
+                    for row in conn.execute(query if scope is None else query.where(scope)).all():
+                        ident, values = row[:len(keys)], row[len(keys):]
+                        change = {c.name: there for c, v in zip(cols, values) if (there := moved(v)) is not None}
+                        kept += sum(1 for c, v in zip(cols, values) if c.name not in change and v
+                                    and (v == old or v.startswith(old.rstrip("/") + "/")))
+                        if change:
+                            conn.execute(table.update().where(sa.and_(*(k == i for k, i in zip(keys, ident))))
+                                         .values(change))
+                            counts[what] += 1
+        except sa.exc.SQLAlchemyError as e:
+            raise RegistryError(f"cannot move the artifact location of {self.uri} to {new}: {e}") from None
+        finally:
+            engine.dispose()
+        done = ", ".join(f"{n} {what}" for what, n in counts.items())
+        self.rehomed = (f"MLflow: this workspace's store was made at another path (artifacts at {old}); new artifacts "
+                        f"now go to {new} ({done} moved with it"
+                        + (f"; {kept} locations left at the old path, their files are only there" if kept else "")
+                        + ")")
+        return self.rehomed
 
     def experiment_id(self) -> str:
         """The experiment id, creating it with an explicit artifact location under the project root."""
@@ -402,8 +495,10 @@ class ModelRegistry:
 
     def register_round(self, round_name: str, model_dir: str | Path, params: Mapping[str, Any],
                        metrics: Mapping[str, Any], gate: GateDecision | Callable[[], GateDecision],
-                       tags: Mapping[str, Any], artifacts: Sequence[str | Path] = ()) -> tuple[str, bool]:
-        """Log a run for the round, register its merged model and move the aliases.
+                       tags: Mapping[str, Any], artifacts: Sequence[str | Path] = (),
+                       log: Callable[[str], Any] = lambda line: None) -> tuple[str, bool]:
+        """Log a run for the round, register its merged model and move the aliases (`log`: a line for each repair of
+        an interrupted registration).
 
         `tags` must hold `batch_sha256`, `model_sha256` and `dvc_stage_hash`, and may hold `parent_version`
         (None/absent: first round); every entry becomes a version tag (non-strings as JSON). `gate` is the
@@ -421,7 +516,10 @@ class ModelRegistry:
                                      ident["dvc_stage_hash"]) or self._adopt_legacy(ident, tags)
         if existing is not None:
             if existing.tags.get("registered") != "complete":
+                self._end_dangling(round_name, log)
                 self._finish(str(existing.version))
+                log(f"{round_name}: finished the interrupted registration of version {existing.version} (supersede "
+                    "links, aliases)")
             return str(existing.version), False
 
         model_dir = Path(model_dir)
@@ -447,7 +545,7 @@ class ModelRegistry:
 
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         tok = AutoTokenizer.from_pretrained(model_dir)
-        self.end_dangling_runs(round_name)
+        self._end_dangling(round_name, log)
         with self._active():
             with mlflow.start_run(experiment_id=self.experiment_id(), run_name=round_name,
                                   tags={"round": round_name}) as run:  # tagged at creation: a killed one is found
@@ -463,9 +561,17 @@ class ModelRegistry:
                     transformers_model={"model": model, "tokenizer": tok}, name="model",
                     task="text-generation", model_config={"max_new_tokens": self.max_new_tokens},
                     pip_requirements=_pip_requirements(), model_card=_model_card(round_name, version_tags))
+                crash.point("register.run")
                 mv = mlflow.register_model(info.model_uri, self.model_name, tags=version_tags)
+                crash.point("register.version")
         self._finish(str(mv.version))
         return str(mv.version), True
+
+    def _end_dangling(self, round_name: str, log: Callable[[str], Any]) -> None:
+        ended = self.end_dangling_runs(round_name)
+        if ended:
+            log(f"{round_name}: ended {len(ended)} MLflow run(s) left RUNNING by an interrupted registration as KILLED: "
+                + ", ".join(ended))
 
     def end_dangling_runs(self, round_name: str) -> list[str]:
         """End as KILLED the runs of this round left RUNNING by a killed registration; returns their ids."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ... import crash
 from ...config import Params
 from ..layout import RoundLayout
 
@@ -35,6 +36,7 @@ def evaluate_checkpoint(params: Params, model_path: str | Path, split: str | Non
     metrics, samples = evaluate_rows(model, tok, rows, configured, DecodingConfig(e.max_new_tokens, e.batch_size),
                                      e.samples_per_kind)
     write_metrics(out, metrics, decide, samples)
+    crash.point("evaluate.outputs")
     head = headline(metrics, decide)
     return _record_utility(out, utility) if utility else head
 

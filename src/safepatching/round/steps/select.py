@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ... import crash
 from ...config import Params
 from ..layout import RoundLayout
 
@@ -33,6 +34,7 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
     plot_importance_layers(layers, layout.importance_layers.with_suffix(".png"))
     layout.sweep.write_text(json.dumps({"parent": parent, "results": results}, indent=1))
     layout.selected.write_text(json.dumps(chosen, indent=2))
+    crash.point("select.outputs")
     plot_pareto(results, parent, chosen, layout.pareto, f"round {layout.name} (validation)")
     log(f"  chosen: {chosen.get('label')} feasible={chosen['feasible']} "
         f"{json.dumps({k: chosen['metrics'].get(k) for k in SCALAR_KEYS})}")
