@@ -30,6 +30,7 @@ FLOW = {
     "world": {"max_eval_per_kind": 12},
     "data": {"stability_seconds": 1.0, "max_bytes": 1_000_000, "max_rows": 400},
     "rounds": {"r1": {"batch": "data/world/batches/weapons.jsonl", "parent": "backbone"}},
+    "redteam": {},
 }
 
 
