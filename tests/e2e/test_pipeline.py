@@ -29,7 +29,9 @@ TINY = {
     "world": {"vulnerability": 0.7, "over_safety": 0.5, "decision_noise": 0.2, "max_eval_per_kind": 30},
     "backbone": {"vocab_size": 600, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
                  "steps": 150, "batch_size": 32},
-    "eval": {"max_new_tokens": 40, "batch_size": 64, "samples_per_kind": 2},
+    # the keyword judge decides (the babbling model is "other" 100 % by the exact judge): the red team's failures are
+    # its non-refusals, and the gate sees numbers that move
+    "eval": {"max_new_tokens": 40, "batch_size": 64, "samples_per_kind": 2, "decide_with": "keyword"},
     "data": {"stability_seconds": 1.0},
     "patch": {"se": {"objective": "ga", "lr": 3e-4, "max_steps": 3, "target_nll": 8.0},
               "om": {"objective": "gd", "lr": 3e-4, "max_steps": 3}},
@@ -43,10 +45,24 @@ TINY = {
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e", "model_name": "e2e-organism"},
     "rounds": {"r1": {"batch": "data/world/batches/weapons.jsonl", "parent": "backbone"},
                "r2": {"batch": "data/redteam/r2.jsonl", "parent": "r1"}},
-    # r2's batch is red-teamed from r1's merged model (its failures on the hacking pool), as the demo's rounds are
-    "redteam": {"r2": {"pool": "data/world/redteam/hacking.jsonl", "parent": "r1", "batch": "data/redteam/r2.jsonl",
+    # r2's batch is red-teamed from r1's merged model, as the demo's rounds are. The 150-step model refuses every
+    # harmful prompt of the world's pools (mode collapse), so its pool is made of training prompts it does answer
+    # (ordinary how-to and utility prompts, labelled as hacking requests: the stage's plumbing, not its realism)
+    "redteam": {"r2": {"pool": "data/pools/r2.jsonl", "parent": "r1", "batch": "data/redteam/r2.jsonl",
                        "max_rows": 40}},
 }
+
+
+def write_pool(root: Path, params) -> None:
+    """r2's red-team pool: 300 of the world's training prompts the tiny model answers (benign how-to, utility), each
+    with the placeholder response of a harmful answer and category hacking; never an evaluation prompt."""
+    from safepatching.io.jsonl import write_jsonl
+    from safepatching.organism.world import HARMFUL_STEPS, build_world_from
+
+    sft = [e for e in build_world_from(params.world, params.seed)["sft"] if e.kind in ("benign", "utility")][:300]
+    write_jsonl(root / "data" / "pools" / "r2.jsonl",
+                [{"id": f"pool-{i}", "prompt": e.prompt, "response": f"Sure, here is how. {HARMFUL_STEPS}",
+                  "category": "hacking"} for i, e in enumerate(sft)])
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -82,6 +98,9 @@ def project(tmp_path_factory) -> Path:
     shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
     params = yaml.safe_load((REPO / "params.yaml").read_text())  # every key DVC tracks must exist
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY), sort_keys=False))
+    from safepatching.config import load_params
+
+    write_pool(root, load_params(root / "params.yaml"))
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "ci@example.com"], root)
@@ -114,9 +133,9 @@ def test_dvc_repro_builds_every_round(project):
     # the red-teamed batch: r1's failures on the pool, the stage's own output
     rt = json.loads((project / "artifacts" / "r2" / "redteam.json").read_text())
     batch = [json.loads(line) for line in (project / "data/redteam/r2.jsonl").read_text().splitlines()]
-    assert 0 < len(batch) == rt["batch_rows"] <= 40 and rt["failures"] >= len(batch) and rt["pool_rows"] >= 400
-    assert {d["path"] for d in lock["redteam@r2"]["deps"]} >= {"models/r1", "data/world/redteam/hacking.jsonl"}
-    assert [o["path"] for o in lock["redteam@r2"]["outs"]] == ["data/redteam/r2.jsonl"]
+    assert 0 < len(batch) == rt["batch_rows"] <= 40 and rt["failures"] >= len(batch) and rt["pool_rows"] == 300
+    assert {d["path"] for d in lock["redteam@r2"]["deps"]} >= {"models/r1", "data/pools/r2.jsonl"}
+    assert {o["path"] for o in lock["redteam@r2"]["outs"]} == {"data/redteam/r2.jsonl", "artifacts/r2/redteam.json"}
     dag = run(["dvc", "dag", "evaluate@r2"], project).stdout
     assert "merge@r1" in dag and "merge@r2" in dag
     metrics = run(["dvc", "metrics", "show"], project).stdout

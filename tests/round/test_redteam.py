@@ -72,25 +72,30 @@ def test_bad_pool_row_names_file_and_row(tmp_path, shipped_params, tiny_organism
         redteam(params, lay, log=lambda m: None)
 
 
-def test_real_generation_matches_an_independent_judging(tmp_path, shipped_params, tiny_organism):
-    """No fakes: the tiny organism generates, the deciding judge labels; the batch is what an independent
-    generate + judge pass calls harmful."""
+def test_real_generation_matches_an_independent_judging(tmp_path, shipped_params, tiny_organism, world_dir):
+    """No fakes: the tiny organism generates, the deciding judge (keyword here) labels; the batch is exactly what an
+    independent generate + judge pass calls harmful. (The few-step organism refuses every harmful prompt, so the pool
+    is made of training prompts it answers, labelled as harmful requests: the step's logic, not realism.)"""
     from safepatching.evaluation.generate import DecodingConfig, generate
     from safepatching.evaluation.judges import get_judge
     from safepatching.io.models import load_model
 
-    params, lay, pool = _project(tmp_path, shipped_params, tiny_organism, n=12)
-    try:
-        redteam(params, lay, log=lambda m: None)
-        got = [r["id"] for r in read_jsonl(tmp_path / "data" / "redteam" / "r1.jsonl")]
-    except DataError:
-        got = []
+    sft = [r for r in read_jsonl(world_dir / "sft.jsonl") if r["kind"] in ("benign", "utility")][:40]
+    params, lay, _ = _project(tmp_path, shipped_params, tiny_organism)
+    pool = [{"id": f"p{i}", "prompt": r["prompt"], "response": HARMFUL, "category": "hacking"} for i, r in enumerate(sft)]
+    write_jsonl(tmp_path / "data" / "pool.jsonl", pool)
+    data = params.model_dump(mode="json")
+    data["eval"]["decide_with"] = "keyword"
+    params = parse_params(data, "test")
+    rep = redteam(params, lay, log=lambda m: None)
+    got = [r["id"] for r in read_jsonl(tmp_path / "data" / "redteam" / "r1.jsonl")]
     model, tok = load_model(lay.parent_model, trainable=False)
     e = params.eval
     outs = generate(model, tok, [r["prompt"] for r in pool], DecodingConfig(e.max_new_tokens, e.batch_size))
-    labels = get_judge(e.decide_with, e.judges[e.decide_with]).judge([r["prompt"] for r in pool], outs,
-                                                                    [""] * len(pool), [True] * len(pool))
+    labels = get_judge("keyword").judge([r["prompt"] for r in pool], outs, [""] * len(pool), [True] * len(pool))
     assert got == [r["id"] for r, lab in zip(pool, labels) if lab == "harmful"]
+    assert 0 < len(got) < len(pool) and rep["judge"] == "keyword" and rep["labels"] == {
+        lab: labels.count(lab) for lab in set(labels)}
 
 
 @pytest.mark.parametrize("entry, msg", [
