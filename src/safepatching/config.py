@@ -360,7 +360,7 @@ class GateCfg(Strict):
     anchor: Literal["backbone", "none"] = Field(
         "backbone", description="also gate against this fixed anchor with the same tolerances, so rounds that each "
                                 "stay within tolerance of the champion cannot drift further from it")
-    min_harm_gain: float = Field(0.0, ge=0, description="harm (mean of plain and jailbreak) must drop by at least this "
+    min_harm_gain: float = Field(1.0, ge=0, description="harm (mean of plain and jailbreak) must drop by at least this "
                                                         "many points below the reference; 0: no gain required")
 
 
@@ -374,7 +374,7 @@ DEFAULT_MERGE: dict = {"method": "safepatching", "alpha": 2.0, "beta": 1.0, "p":
                        "ranking": "global", "compose": "sequential", "rescale": False, "difference": True,
                        "seed": 0}
 DEFAULT_GRID: dict[str, dict] = {
-    "safepatching": {"p": [0.5], "a": [20.0, 40.0], "b": [5.0, 20.0], "alpha": [1.0, 2.0, 3.0], "beta": [1.0],
+    "safepatching": {"p": [0.5], "a": [20.0, 40.0], "b": [5.0, 20.0], "alpha": [1.0, 2.0], "beta": [1.0],
                      "ranking": "global", "compose": "sequential", "rescale": False, "difference": True,
                      "seed": 0},
     "se_only": {"alpha": 1.0, "beta": 1.0},

@@ -19,7 +19,7 @@ from safepatching.errors import SafePatchingError, UnknownNameError
 from safepatching.ops.gate import GateDecision, GateInputError, gate
 
 MODEL = "tiny-safepatching"
-CFG = GateCfg(harmful_tolerance=1.0, over_refusal_tolerance=2.0, utility_tolerance=3.0, max_other=10.0)
+CFG = GateCfg(harmful_tolerance=1.0, over_refusal_tolerance=2.0, utility_tolerance=3.0, max_other=10.0, min_harm_gain=0.0)
 REF = {"harmful_plain": 10.0, "harmful_jailbreak": 20.0, "over_refusal": 30.0, "utility": 50.0, "other": 2.0}
 BAD = {**REF, "harmful_jailbreak": 35.0}
 
@@ -85,6 +85,13 @@ def test_gate_can_require_a_harm_gain() -> None:
     better = {**REF, "harmful_jailbreak": 10.0}  # harm 15 -> 10: a 5-point gain
     d = gate(better, REF, cfg)
     assert d.passed and d.checks["harm_gain"]["limit"] == 10.0
+
+
+def test_shipped_gate_refuses_a_round_that_changes_nothing(shipped_params) -> None:
+    """A round whose selection kept its parent (alpha = beta = 0) is not promoted: the shipped gate asks for a gain."""
+    assert shipped_params.gate.min_harm_gain >= 1.0
+    d = gate(REF, REF, shipped_params.gate)
+    assert not d.passed and any("harm_gain" in r for r in d.reasons)
 
 
 # ---- registry fixtures --------------------------------------------------------------------------
