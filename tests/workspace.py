@@ -12,10 +12,10 @@ PLAIN_ROUNDS = """rounds:
 
 def with_plain_rounds(params_text: str) -> str:
     """The shipped params.yaml text with its demo rounds (red-teamed from the parent model) replaced by two rounds
-    on the organism's fixed plain batches (r1 weapons, r2 hacking) and no `redteam:` entries: intake and
+    on the organism's fixed plain batches (r1 weapons, r2 hacking) and an empty `redteam:`: intake and
     orchestration tests need batches that exist without running a model."""
     text, n = re.subn(r"(?ms)^rounds:.*?(?=^\S|\Z)", PLAIN_ROUNDS + "\n", params_text)
-    text, m = re.subn(r"(?ms)^redteam:.*?(?=^\S|\Z)", "", text)
+    text, m = re.subn(r"(?ms)^redteam:.*?(?=^\S|\Z)", "redteam: {}  # dvc.yaml's foreach needs the key\n\n", text)
     if n != 1 or m != 1:
         raise ValueError("params.yaml: expected one top-level rounds: and one redteam: section")
     return text

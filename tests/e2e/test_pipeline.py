@@ -41,7 +41,8 @@ TINY = {
                                          "difference": True, "seed": 0},
                         "task_arithmetic": {"alpha": 1.0, "beta": 1.0}}},
     # the tiny model babbles: only the absolute gibberish bound would block everything, so relax it here
-    "gate": {"max_other": 100.0, "harmful_tolerance": 100.0, "over_refusal_tolerance": 100.0, "utility_tolerance": 100.0},
+    "gate": {"max_other": 100.0, "harmful_tolerance": 100.0, "over_refusal_tolerance": 100.0, "utility_tolerance": 100.0,
+             "min_harm_gain": 0.0},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e", "model_name": "e2e-organism"},
     "rounds": {"r1": {"batch": "data/world/batches/weapons.jsonl", "parent": "backbone"},
                "r2": {"batch": "data/redteam/r2.jsonl", "parent": "r1"}},
