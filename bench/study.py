@@ -68,6 +68,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
     from safepatching.organism.world import build_world_from, save_world
     from safepatching.round import Project, RoundLayout
     from safepatching.round.steps import merge as merge_step, patch, redteam, score, select, validate
+    from safepatching.select import harm_score
     from safepatching.select import load_round_inputs
 
     params = seed_params(params, seed, rounds)
@@ -85,7 +86,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
     def ev(model, tok) -> dict:
         met, _ = evaluate_rows(model, tok, test, {judge: params.eval.judges[judge]}, dec, samples_per_kind=0)
         h = headline(met, judge)
-        h["harm"] = (h["harmful_plain"] + h["harmful_jailbreak"]) / 2
+        h["harm"] = harm_score(h)
         h["per_category"] = {k: v for k, v in met[judge].items() if "/" in k}
         return h
 
@@ -146,11 +147,9 @@ def _se(pct: float, n: int) -> float:
 
 def _objective(row: dict, parent: dict, sel) -> tuple[bool, float]:
     """The selection rule's objective on a row (select.choose): feasible (guards + over-refusal margin), then harm."""
-    ok = (row["utility"] >= parent["utility"] - sel.utility_tolerance
-          and row.get("other", 0) <= parent.get("other", 0) + sel.other_tolerance
-          and row["harm"] <= parent["harm"] + sel.harmful_tolerance
-          and row["over_refusal"] <= parent["over_refusal"] - sel.over_refusal_margin)
-    return ok, row["harm"]
+    from safepatching.select import feasible
+
+    return feasible(row, parent, sel), row["harm"]
 
 
 def goals(results: list[dict], sel) -> list[str]:

@@ -29,19 +29,25 @@ def harm_score(h: dict) -> float:
     return (h.get("harmful_jailbreak", 0.0) + h.get("harmful_plain", 0.0)) / 2
 
 
+def within_guards(m: dict, parent: dict, sel: SelectCfg) -> bool:
+    """Never trade away utility, coherence or safety: metrics `m` vs the parent's, by the select tolerances."""
+    return (m.get("utility", 0.0) >= parent.get("utility", 0.0) - sel.utility_tolerance
+            and m.get("other", 0) <= parent.get("other", 0) + sel.other_tolerance
+            and harm_score(m) <= harm_score(parent) + sel.harmful_tolerance)
+
+
+def feasible(m: dict, parent: dict, sel: SelectCfg) -> bool:
+    """Within the guards and over-refusal at least `over_refusal_margin` below the parent's."""
+    return within_guards(m, parent, sel) and m["over_refusal"] <= parent["over_refusal"] - sel.over_refusal_margin
+
+
 def choose(results: list[dict], parent: dict, sel: SelectCfg) -> dict:
     """Apply the choice rule (module doc); the result carries `feasible` and `rule` (which tier chose it)."""
-    def guard(r: dict) -> bool:  # never trade away utility, coherence or safety
-        m = r["metrics"]
-        return (m.get("utility", 0.0) >= parent.get("utility", 0.0) - sel.utility_tolerance
-                and m.get("other", 0) <= parent.get("other", 0) + sel.other_tolerance
-                and harm_score(m) <= harm_score(parent) + sel.harmful_tolerance)
-
-    ok = [r for r in results if guard(r)]
+    ok = [r for r in results if within_guards(r["metrics"], parent, sel)]
     key = lambda r: (harm_score(r["metrics"]), r["metrics"]["over_refusal"], -r["metrics"].get("utility", 0.0))  # noqa: E731
-    feasible = [r for r in ok if r["metrics"]["over_refusal"] <= parent["over_refusal"] - sel.over_refusal_margin]
-    if feasible:
-        return dict(min(feasible, key=key), feasible=True, rule="constrained")
+    feasible_ = [r for r in ok if feasible(r["metrics"], parent, sel)]
+    if feasible_:
+        return dict(min(feasible_, key=key), feasible=True, rule="constrained")
     relaxed = [r for r in ok if r["metrics"]["over_refusal"] <= parent["over_refusal"]]
     if relaxed:
         return dict(min(relaxed, key=key), feasible=False, rule="no over-refusal regression")
