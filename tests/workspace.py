@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
+from typing import Callable
 
 PLAIN_ROUNDS = """rounds:
   r1: {batch: data/world/batches/weapons.jsonl, parent: backbone}
@@ -19,3 +22,17 @@ def with_plain_rounds(params_text: str) -> str:
     if n != 1 or m != 1:
         raise ValueError("params.yaml: expected one top-level rounds: and one redteam: section")
     return text
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git_dvc_init(root: Path, run: Callable[[list[str], Path], object]) -> None:
+    """Make `root` a git + DVC repository with everything committed, as a user's checkout is (analytics off;
+    the repo's .dvcignore, so __pycache__ never changes a code dep's hash). `run(args, cwd)` runs one command."""
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                 ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        run(args, root)
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "init"], root)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ..workspace import git_dvc_init
 from .test_pipeline import TINY, deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,12 +125,7 @@ def build_template(root: Path, api: str | None) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(deep_merge(params, TINY), FLOW), sort_keys=False))
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
-    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                 ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        sh(args, root)
-    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "init"], root)
+    git_dvc_init(root, sh)
     first = run_flow(root, api)
     (root / "first_flow.log").write_text(first.stdout + first.stderr)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..workspace import with_plain_rounds
+from ..workspace import git_dvc_init, with_plain_rounds
 
 pytestmark = pytest.mark.slow
 
@@ -84,13 +84,7 @@ def template(world_dir, tmp_path_factory) -> Path:
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     (root / "data" / "incoming").mkdir()
     shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
-    sh(["git", "init", "-q"], root)
-    sh(["git", "config", "user.email", "ci@example.com"], root)
-    sh(["git", "config", "user.name", "ci"], root)
-    sh(["dvc", "init", "-q"], root)
-    sh(["dvc", "config", "core.analytics", "false"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "init"], root)
+    git_dvc_init(root, sh)
     return root
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..workspace import git_dvc_init
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,14 +105,7 @@ def project(tmp_path_factory) -> Path:
 
     write_pool(root, load_params(root / "params.yaml"))
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "ci@example.com"], root)
-    run(["git", "config", "user.name", "ci"], root)
-    run(["dvc", "init", "-q"], root)
-    run(["dvc", "config", "core.analytics", "false"], root)
-    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")  # __pycache__ never changes a code dep's hash
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "init"], root)
+    git_dvc_init(root, run)
     out = run(["dvc", "repro"], root).stdout
     (root / "first_repro.log").write_text(out)
     return root

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from ..stand_ins import MC_TASK, build_qwen_stand_in
+from ..workspace import git_dvc_init
 from .test_pipeline import BIN, REPO, deep_merge, run
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,7 @@ def real_params(stand_in: Path) -> dict:
                  "utility_tolerance": 100.0},
         "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "real", "model_name": "real-stand-in"},
         "rounds": {"r1": {"batch": "data/batches/advbench_train.csv", "parent": "backbone"}},
+        "redteam": {},
     }
 
 
@@ -86,12 +88,7 @@ def real_project(tmp_path_factory) -> Path:
     merged["eval"]["judges"] = real_params(stand_in)["eval"]["judges"]
     (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        run(cmd, root)
-    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "init"], root)
+    git_dvc_init(root, run)
     (root / "repro.log").write_text(run(["dvc", "repro"], root).stdout)
     return root
 
