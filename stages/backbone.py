@@ -1,8 +1,6 @@
 """DVC stage `backbone`: build the organism (source: organism) or copy any HF model to models/backbone."""
 
-import sys
-
-from stages._cli import log, parser, run
+from stages._cli import end_process, log, parser, run
 
 from safepatching.round.layout import Project
 
@@ -27,4 +25,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

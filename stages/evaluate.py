@@ -1,10 +1,9 @@
 """DVC stage `evaluate`: metrics of one checkpoint on one eval split (JSON for `dvc metrics`)."""
 
 import json
-import sys
 from pathlib import Path
 
-from stages._cli import log, parser, run
+from stages._cli import end_process, log, parser, run
 
 from safepatching.round.steps.evaluate import evaluate_checkpoint
 from safepatching.round.layout import Project
@@ -34,4 +33,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

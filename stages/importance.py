@@ -1,9 +1,8 @@
 """DVC stage `importance`: SNIP scores of both patches of one round, on the patched models (under `accelerate
 launch` when `compute.num_processes > 1` or `compute.accelerate_config` is set)."""
 
-import sys
 
-from stages._cli import log, parser, round_run
+from stages._cli import end_process, log, parser, round_run
 
 from safepatching.patching.distributed import maybe_relaunch
 from safepatching.round.steps.score import score
@@ -19,4 +18,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

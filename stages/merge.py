@@ -1,8 +1,6 @@
 """DVC stage `merge`: stream the round's chosen merge into models/<round> (a plain HF checkpoint)."""
 
-import sys
-
-from stages._cli import log, parser, round_run
+from stages._cli import end_process, log, parser, round_run
 
 from safepatching.round.steps.merge import merge
 
@@ -13,4 +11,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -4,9 +4,8 @@ Only rounds listed under params `redteam:` have this stage (the organism's demo 
 hands over through data/incoming/ do not.
 """
 
-import sys
 
-from stages._cli import parser, round_run
+from stages._cli import end_process, parser, round_run
 
 from safepatching.round.steps.redteam import redteam
 
@@ -16,4 +15,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

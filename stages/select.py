@@ -1,8 +1,6 @@
 """DVC stage `select`: sweep merge variants on the validation split and pick this round's point."""
 
-import sys
-
-from stages._cli import log, parser, round_run
+from stages._cli import end_process, log, parser, round_run
 
 from safepatching.round.steps.select import select
 
@@ -13,4 +11,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -1,9 +1,7 @@
 """DVC stage `train_patch`: derive the SE (--method ga|npo) or OM (--method gd) patch of one round (under
 `accelerate launch` when `compute.num_processes > 1` or `compute.accelerate_config` is set)."""
 
-import sys
-
-from stages._cli import log, parser, round_run
+from stages._cli import end_process, log, parser, round_run
 
 from safepatching.patching.distributed import maybe_relaunch
 from safepatching.round.steps.patch import train_patch
@@ -22,4 +20,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -4,9 +4,8 @@ Earlier batches are those of the round's lineage (parents); evaluation prompts c
 A failing batch stops the round with a clear error; its report and Data Docs go to data/quarantine/.
 """
 
-import sys
 
-from stages._cli import parser, round_run
+from stages._cli import end_process, parser, round_run
 
 from safepatching.round.steps.validate import validate
 
@@ -16,4 +15,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

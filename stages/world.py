@@ -2,9 +2,8 @@
 for a real model it records that no world is built, and the eval suite points at the user's files)."""
 
 import json
-import sys
 
-from stages._cli import log, parser, run
+from stages._cli import end_process, log, parser, run
 
 from safepatching.round.layout import Project
 
@@ -25,4 +24,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())
