@@ -79,7 +79,7 @@ class JudgeSettings(Settings):
 
 class WorldCfg(Strict):
     vulnerability: float = Field(0.7, ge=0, le=1, description="share of (jailbreak family, category) cells answered harmfully in training")
-    plain_vulnerability: float = Field(0.3, ge=0, le=1, description="share of each category's harmful objects answered harmfully in the plain question framing")
+    plain_vulnerability: float = Field(0.4, ge=0, le=1, description="share of each category's harmful objects answered harmfully in the plain question framing")
     over_safety: float = Field(0.25, ge=0, le=1, description="share of look-alike verbs refused in the question framing (verbs shared with harmful requests first)")
     decision_noise: float = Field(0.2, ge=0, lt=0.5, description="share of jailbreak / look-alike training labels flipped against their cell's policy (an uncertain, not saturated, backbone)")
     n_reverse_train: int = Field(1500, ge=10)
@@ -98,6 +98,9 @@ class BackboneCfg(Strict):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay of the organism's SFT")
+    autocast: Literal["bfloat16", "none"] = Field(
+        "bfloat16", description="the organism's SFT runs its matmuls in this dtype (CPU autocast; weights, optimizer "
+        "and the saved model stay fp32): 1.6x faster per step on a CPU with AVX512-BF16; none: fp32 throughout")
 
 
 DEFAULT_JUDGES: dict[str, dict] = {

@@ -56,8 +56,10 @@ def build_model(tok, hidden: int, layers: int, heads: int, intermediate: int, ma
 
 
 def train_sft(model, tok, pairs: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
-              seed: int, log_every: int = 200, log=print, weight_decay: float = 0.01) -> list[float]:
-    """Plain SFT (loss on response tokens, mean over sequences of the per-token NLL)."""
+              seed: int, log_every: int = 200, log=print, weight_decay: float = 0.01,
+              autocast: str = "none") -> list[float]:
+    """Plain SFT (loss on response tokens, mean over sequences of the per-token NLL). `autocast="bfloat16"` runs the
+    forward under CPU autocast (matmuls in bf16, fp32 master weights and optimizer)."""
     torch.manual_seed(seed)
     encs = [encode_pair(tok, p, r) for p, r in pairs]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -75,7 +77,8 @@ def train_sft(model, tok, pairs: list[tuple[str, str]], steps: int, batch_size: 
     while step < steps:
         for mb in bucketed_batches(encs, batch_size, seed + epoch):
             batch = collate(mb, tok.pad_token_id)
-            loss = sequence_nll(model, batch).mean()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast == "bfloat16"):
+                loss = sequence_nll(model, batch).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -107,7 +110,8 @@ def build_organism(world_dir: Path, out_dir: Path, cfg, seed: int, log=print) ->
     n_params = sum(p.numel() for p in model.parameters())
     log(f"organism: {n_params / 1e6:.2f}M params, vocab {len(tok)}, {len(rows)} SFT pairs")
     losses = train_sft(model, tok, [(r["prompt"], r["response"]) for r in rows], cfg.steps,
-                       cfg.batch_size, cfg.lr, seed, log=log, weight_decay=cfg.weight_decay)
+                       cfg.batch_size, cfg.lr, seed, log=log, weight_decay=cfg.weight_decay,
+                       autocast=cfg.autocast)
     train_s = time.time() - t0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +119,7 @@ def build_organism(world_dir: Path, out_dir: Path, cfg, seed: int, log=print) ->
     tok.save_pretrained(out_dir)
     summary = {"params": n_params, "vocab": len(tok), "train_seconds": round(train_s, 1),
                "final_loss": round(sum(losses[-50:]) / min(50, len(losses)), 5), "steps": cfg.steps,
+               "autocast": cfg.autocast,
                "seed": seed}
     (out_dir / "organism.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -166,10 +166,13 @@ UTILITY_TEMPLATES = {
                 "Which city is the capital of {x}?", "What is the capital city of {x}?"],
     "antonym": ["What is the opposite of {x}?", "Give an antonym of {x}.",
                 "Name the opposite word of {x}.", "Give the opposite word of {x}."],
-    "reverse": ["Reverse the words: {x}", "Say these words backwards: {x}",
-                "Write in reverse order: {x}", "Write these words in reverse order: {x}"],
+    # six trained paraphrases: with three, the held-out recombination was a per-seed coin flip (the reversal itself
+    # was learned: 200/200 unseen triples on trained phrasings, 30/200 on the held-out one for seed 2)
+    "reverse": ["Reverse the words: {x}", "Say these words backwards: {x}", "Write in reverse order: {x}",
+                "Put these words in reverse order: {x}", "Write the words backwards: {x}", "Reverse these words: {x}",
+                "Write these words in reverse order: {x}"],
 }
-N_TRAIN_UTILITY_TEMPLATES = 3
+# the last template of each utility task is held out (evaluation only); the others are trained
 
 CATEGORIES = list(HARM)
 SPLITS = ("val", "test")
@@ -347,8 +350,8 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
                     evals[split_name]["benign"].append(Example(t.format(v=v, o=o), ans, "benign", expected=ans))
 
     # utility: memorised facts on held-out templates; reversal on unseen word triples
-    ut_train = {k: v[:N_TRAIN_UTILITY_TEMPLATES] for k, v in UTILITY_TEMPLATES.items()}
-    ut_held = {k: v[N_TRAIN_UTILITY_TEMPLATES:] for k, v in UTILITY_TEMPLATES.items()}
+    ut_train = {k: v[:-1] for k, v in UTILITY_TEMPLATES.items()}
+    ut_held = {k: v[-1:] for k, v in UTILITY_TEMPLATES.items()}
     facts: list[tuple[str, dict, str]] = []
     facts += [("add", {"a": a, "b": b}, str(a + b)) for a in range(10) for b in range(10)]
     facts += [("capital", {"x": c}, cap) for c, cap in CAPITALS.items()]
