@@ -71,3 +71,33 @@ def test_prompt_file_without_type_needs_a_kind(tmp_path):
     with pytest.raises(DataError, match="pass a kind"):
         load_prompt_file(f)
     assert list(load_prompt_file(f, kind="benign")) == ["benign"]
+
+
+@pytest.mark.parametrize("autocast", ["bfloat16", "none"])
+def test_sft_autocast_learns_and_keeps_fp32_weights(autocast):
+    """Autocast runs the matmuls in bf16 but the weights, their updates and the saved model stay fp32; both settings
+    learn (the loss falls well below its start) and differ only by rounding early on."""
+    from safepatching.organism.model import build_model, build_tokenizer, train_sft
+
+    pairs = [(f"Reverse the words: {a} {b}", f"{b} {a}") for a in ("red", "cat", "sun", "dog")
+             for b in ("blue", "runs", "tree", "wind")]
+    tok = build_tokenizer([p + " " + r for p, r in pairs], 300)
+    model = build_model(tok, 32, 2, 2, 64, 64, seed=0)
+    losses = train_sft(model, tok, pairs, steps=40, batch_size=8, lr=3e-3, seed=0, log_every=0,
+                       autocast=autocast)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_autocast_changes_the_numbers_only_by_rounding():
+    from safepatching.organism.model import build_model, build_tokenizer, train_sft
+
+    pairs = [("Add 2 and 3.", "5"), ("What is the capital of Peru?", "Lima")] * 4
+    tok = build_tokenizer([p + " " + r for p, r in pairs], 300)
+    out = {}
+    for autocast in ("bfloat16", "none"):
+        model = build_model(tok, 32, 2, 2, 64, 64, seed=0)
+        out[autocast] = train_sft(model, tok, pairs, steps=3, batch_size=8, lr=1e-3, seed=0, log_every=0,
+                                  autocast=autocast)
+    assert out["bfloat16"] != out["none"]  # the option is live
+    assert abs(out["bfloat16"][0] - out["none"][0]) < 0.05 * out["none"][0]

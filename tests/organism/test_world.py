@@ -2,6 +2,7 @@ import json
 from collections import Counter
 
 from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, SPLITS,
+                                         UTILITY_TEMPLATES,
                                          build_world, harmful_verbs, plain_vulnerable_topics, read_jsonl,
                                          refused_lookalike_verbs, vulnerable_cells)
 
@@ -117,3 +118,23 @@ def test_save_world(world_dir):
     assert Counter(r["category"] for r in rows) == Counter({"weapons": len(rows)})
     pool = read_jsonl(world_dir / "redteam" / "weapons.jsonl")
     assert set(pool[0]) == {"id", "prompt", "response", "category", "family"} and len(pool) == meta["counts"]["redteam/weapons"]
+
+
+def test_utility_phrasings_held_out_and_reversal_has_six_trained():
+    """Each utility task is evaluated only in its last phrasing, never trained in it; reversal is trained in six
+    phrasings (with three the held-out recombination was a per-seed coin flip)."""
+    import re
+
+    def matcher(t):  # a template -> a regex of its instances
+        return re.compile(".+".join(re.escape(piece) for piece in re.split(r"\{\w+\}", t)) + "$")
+
+    w = build_world(0, 0.7, 0.25)
+    for task, tpls in UTILITY_TEMPLATES.items():
+        held = matcher(tpls[-1])
+        trained = [e.prompt for e in w["sft"] if e.kind == "utility" and e.category == task]
+        evals = [e.prompt for s in SPLITS for e in w["evals"][s]["utility"] if e.category == task]
+        assert evals and all(held.match(p) for p in evals), task
+        assert trained and not any(held.match(p) for p in trained), task
+    rev = [e.prompt for e in w["sft"] if e.category == "reverse"]
+    used = [t for t in UTILITY_TEMPLATES["reverse"][:-1] if any(matcher(t).match(p) for p in rev)]
+    assert len(used) == 6
