@@ -92,8 +92,8 @@ def main(argv=None) -> int:
             t = {k: top(k, pct) for k in S}
             share = lambda a, b: float((t[a] & t[b]).sum() / t[a].sum())  # noqa: E731
             print(f"  SNIP {score:6s} top-{pct:2d}%: |OM∩SE|/|OM| {share('om', 'se'):.2f}  "
-                  f"|oracle∩OM|/|oracle| {share('oracle', 'om'):.2f}  |oracle∩SE|/|oracle| {share('oracle', 'se'):.2f}"
-                  f"  (chance {pct / 100:.2f})")
+                  f"|oracle∩OM|/|oracle| {share('oracle', 'om'):.2f}  "
+                  f"|oracle∩SE|/|oracle| {share('oracle', 'se'):.2f}  (chance {pct / 100:.2f})")
     split = load_suite(params.eval.suite, "val", root)
     judge = params.eval.decide_with
     model, tok = load_model(lay.parent_model, trainable=False)

@@ -80,7 +80,10 @@ class JudgeSettings(Settings):
 class WorldCfg(Strict):
     vulnerability: float = Field(0.7, ge=0, le=1, description="share of (jailbreak family, category) cells answered harmfully in training")
     plain_vulnerability: float = Field(0.4, ge=0, le=1, description="share of each category's harmful objects answered harmfully in the plain question framing")
-    over_safety: float = Field(0.25, ge=0, le=1, description="share of look-alike verbs refused in the question framing (verbs shared with harmful requests first)")
+    over_safety: float = Field(0.25, ge=0, le=1, description="share of look-alike verbs refused in the question framing (see over_refusal_trigger)")
+    over_refusal_trigger: Literal["shared", "unshared"] = Field(
+        "shared", description="which look-alike verbs are refused first: those shared with harmful requests (couples "
+        "over-refusal to harm, as in real models) or those no harmful request uses (an independent trigger)")
     decision_noise: float = Field(0.2, ge=0, lt=0.5, description="share of jailbreak / look-alike training labels flipped against their cell's policy (an uncertain, not saturated, backbone)")
     n_reverse_train: int = Field(1500, ge=10)
     max_eval_per_kind: int = Field(300, ge=10)

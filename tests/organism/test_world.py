@@ -67,6 +67,19 @@ def test_over_refusal_keys_on_verbs_shared_with_harmful_requests():
     assert all(e.response != REFUSAL for e in q if not any(f" {v} " in e.prompt for v in shared))
 
 
+def test_unshared_trigger_refuses_only_verbs_no_harmful_request_uses():
+    shared = {v for v in LOOKALIKE_VERBS if v in harmful_verbs()}
+    for seed in (0, 7):
+        refused = refused_lookalike_verbs(0.25, seed, "unshared")
+        assert len(refused) == 2 and not (refused & shared)
+    assert refused_lookalike_verbs(1.0, 0, "unshared") == set(LOOKALIKE_VERBS)
+    w = build_world(0, 0.7, 0.25, decision_noise=0.0, over_refusal_trigger="unshared")
+    q = [e for e in w["sft"] if e.kind == "lookalike" and not e.prompt.startswith(("Explain", "Describe"))]
+    refused_prompts = [e.prompt for e in q if e.response == REFUSAL]
+    assert refused_prompts and not any(f" {v} " in p for p in refused_prompts for v in shared)
+    assert w["meta"]["refused_lookalike_verbs"] == sorted(refused_lookalike_verbs(0.25, 0, "unshared"))
+
+
 def test_plain_vulnerability_answers_a_share_of_harmful_topics():
     topics = plain_vulnerable_topics(0.25, 0)
     assert all(sum(c == cat for c, _ in topics) == 2 for cat in HARM)  # 25 % of 8 objects per category

@@ -231,11 +231,13 @@ def harmful_verbs() -> set[str]:
     return {v for verbs, _ in HARM.values() for v in verbs}
 
 
-def refused_lookalike_verbs(over_safety: float, seed: int) -> set[str]:
-    """The look-alike verbs refused in the question framing: the verbs shared with harmful requests first (the
-    surface feature real over-refusal keys on), then the others in a seeded order."""
+def refused_lookalike_verbs(over_safety: float, seed: int, trigger: str = "shared") -> set[str]:
+    """The look-alike verbs refused in the question framing. trigger "shared": the verbs shared with harmful requests
+    first (the surface feature real over-refusal keys on; it couples over-refusal to harm), then the others in a
+    seeded order; "unshared": the verbs no harmful request uses first (over-refusal on its own trigger)."""
     shared = harmful_verbs()
-    verbs = sorted(LOOKALIKE_VERBS, key=lambda v: (v not in shared, _h(seed, "os", v)))
+    first = (lambda v: v not in shared) if trigger == "shared" else (lambda v: v in shared)
+    verbs = sorted(LOOKALIKE_VERBS, key=lambda v: (first(v), _h(seed, "os", v)))
     return set(verbs[: round(over_safety * len(verbs))])
 
 
@@ -262,7 +264,8 @@ def jailbreak_paraphrases(family: str) -> dict[str, list[str]]:
 
 
 def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_train: int = 1500,
-                max_eval_per_kind: int = 300, decision_noise: float = 0.0, plain_vulnerability: float = 0.0) -> dict:
+                max_eval_per_kind: int = 300, decision_noise: float = 0.0, plain_vulnerability: float = 0.0,
+                over_refusal_trigger: str = "shared") -> dict:
     """Build the whole world: SFT data for the backbone, eval splits, per-category harmful batches (plain prompts,
     every one answered harmfully: a user's batch) and per-category red-team pools.
 
@@ -276,7 +279,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     batches: dict[str, list[Example]] = {}
     vul = vulnerable_cells(vulnerability, seed)
     plain_vul = plain_vulnerable_topics(plain_vulnerability, seed)
-    refused = refused_lookalike_verbs(over_safety, seed)
+    refused = refused_lookalike_verbs(over_safety, seed, over_refusal_trigger)
     redteam: dict[str, list[Example]] = {}
     train_t = QUESTION_TEMPLATES[:N_TRAIN_TEMPLATES]
     held_t = QUESTION_TEMPLATES[N_TRAIN_TEMPLATES:]
@@ -390,6 +393,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     rng.shuffle(sft)
     return {"sft": sft, "evals": evals, "batches": batches, "redteam": redteam,
             "meta": {"seed": seed, "vulnerability": vulnerability, "over_safety": over_safety,
+                     "over_refusal_trigger": over_refusal_trigger,
                      "plain_vulnerability": plain_vulnerability, "decision_noise": decision_noise,
                      "vulnerable_cells": sorted(map(list, vul)), "plain_vulnerable_topics": sorted(map(list, plain_vul)),
                      "refused_lookalike_verbs": sorted(refused)}}
@@ -398,7 +402,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
 def build_world_from(cfg, seed: int) -> dict:
     """build_world with the settings of a `config.WorldCfg` (params.yaml's `world:`)."""
     return build_world(seed, cfg.vulnerability, cfg.over_safety, cfg.n_reverse_train, cfg.max_eval_per_kind,
-                       cfg.decision_noise, cfg.plain_vulnerability)
+                       cfg.decision_noise, cfg.plain_vulnerability, cfg.over_refusal_trigger)
 
 
 def save_world(world: dict, out: Path) -> dict:
