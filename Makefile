@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), ~9 min on 2 cores
+## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), 7-9 min on 2 cores
 run: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m flows.continual
 
