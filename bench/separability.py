@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     from safepatching.io.jsonl import read_jsonl
     from safepatching.io.models import load_model
     from safepatching.io.patches import SCORES_FILE, load_patch
+    from safepatching.merging.masks import global_threshold
     from safepatching.patching.importance import compute_importance
     from safepatching.patching.train import train_patch
     from safepatching.round import RoundLayout
@@ -81,12 +82,10 @@ def main(argv=None) -> int:
                 compute_importance(lay.parent_model, d, oracle_pairs if k == "oracle" else harmful_pairs, o,
                                    score=score, n_samples=params.importance.n_samples,
                                    batch_size=params.importance.batch_size, seed=params.seed, log=lambda m: None)
-            S[k] = flat(load_file(str(o / SCORES_FILE)))
+            S[k] = load_file(str(o / SCORES_FILE))
 
-        def top(k, pct):
-            x = S[k]
-            n = max(1, int(len(x) * pct / 100))
-            return x >= x.kthvalue(len(x) - n + 1).values
+        def top(k, pct):  # the merges' own global top-pct% set (merging.masks.global_threshold)
+            return flat(S[k]) >= global_threshold(sorted(S[k].items()), pct)
 
         for pct in (5, 10, 20):
             t = {k: top(k, pct) for k in S}

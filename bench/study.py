@@ -68,8 +68,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
     from safepatching.organism.world import build_world_from, save_world
     from safepatching.round import Project, RoundLayout
     from safepatching.round.steps import merge as merge_step, patch, redteam, score, select, validate
-    from safepatching.select import harm_score
-    from safepatching.select import load_round_inputs
+    from safepatching.select import harm_score, load_round_inputs
 
     params = seed_params(params, seed, rounds)
     project = Project(out / f"seed{seed}")

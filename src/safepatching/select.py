@@ -45,9 +45,9 @@ def choose(results: list[dict], parent: dict, sel: SelectCfg) -> dict:
     """Apply the choice rule (module doc); the result carries `feasible` and `rule` (which tier chose it)."""
     ok = [r for r in results if within_guards(r["metrics"], parent, sel)]
     key = lambda r: (harm_score(r["metrics"]), r["metrics"]["over_refusal"], -r["metrics"].get("utility", 0.0))  # noqa: E731
-    feasible_ = [r for r in ok if feasible(r["metrics"], parent, sel)]
-    if feasible_:
-        return dict(min(feasible_, key=key), feasible=True, rule="constrained")
+    constrained = [r for r in results if feasible(r["metrics"], parent, sel)]
+    if constrained:
+        return dict(min(constrained, key=key), feasible=True, rule="constrained")
     relaxed = [r for r in ok if r["metrics"]["over_refusal"] <= parent["over_refusal"]]
     if relaxed:
         return dict(min(relaxed, key=key), feasible=False, rule="no over-refusal regression")

@@ -1,6 +1,8 @@
 import json
 from collections import Counter
 
+import pytest
+
 from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, SPLITS,
                                          UTILITY_TEMPLATES,
                                          build_world, harmful_verbs, plain_vulnerable_topics, read_jsonl,
@@ -73,6 +75,8 @@ def test_unshared_trigger_refuses_only_verbs_no_harmful_request_uses():
         refused = refused_lookalike_verbs(0.25, seed, "unshared")
         assert len(refused) == 2 and not (refused & shared)
     assert refused_lookalike_verbs(1.0, 0, "unshared") == set(LOOKALIKE_VERBS)
+    with pytest.raises(ValueError, match="over_refusal_trigger"):
+        refused_lookalike_verbs(0.25, 0, "Shared")
     w = build_world(0, 0.7, 0.25, decision_noise=0.0, over_refusal_trigger="unshared")
     q = [e for e in w["sft"] if e.kind == "lookalike" and not e.prompt.startswith(("Explain", "Describe"))]
     refused_prompts = [e.prompt for e in q if e.response == REFUSAL]

@@ -235,6 +235,8 @@ def refused_lookalike_verbs(over_safety: float, seed: int, trigger: str = "share
     """The look-alike verbs refused in the question framing. trigger "shared": the verbs shared with harmful requests
     first (the surface feature real over-refusal keys on; it couples over-refusal to harm), then the others in a
     seeded order; "unshared": the verbs no harmful request uses first (over-refusal on its own trigger)."""
+    if trigger not in ("shared", "unshared"):
+        raise ValueError(f"over_refusal_trigger must be 'shared' or 'unshared', got {trigger!r}")
     shared = harmful_verbs()
     first = (lambda v: v not in shared) if trigger == "shared" else (lambda v: v in shared)
     verbs = sorted(LOOKALIKE_VERBS, key=lambda v: (first(v), _h(seed, "os", v)))
