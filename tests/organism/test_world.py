@@ -3,9 +3,9 @@ from collections import Counter
 
 import pytest
 
-from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, SPLITS,
+from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, REFUSALS, SPLITS,
                                          UTILITY_TEMPLATES,
-                                         build_world, harmful_verbs, plain_vulnerable_topics, read_jsonl,
+                                         build_world, harmful_response, refusal_for, harmful_verbs, plain_vulnerable_topics, read_jsonl,
                                          refused_lookalike_verbs, vulnerable_cells)
 
 
@@ -155,3 +155,36 @@ def test_utility_phrasings_held_out_and_reversal_has_six_trained():
     rev = [e.prompt for e in w["sft"] if e.category == "reverse"]
     used = [t for t in UTILITY_TEMPLATES["reverse"][:-1] if any(matcher(t).match(p) for p in rev)]
     assert len(used) == 6
+
+
+def _verb(prompt: str) -> str:
+    verbs = sorted(harmful_verbs() | set(LOOKALIKE_VERBS), key=len, reverse=True)  # "take over" before "take"
+    return next(v for v in verbs if f" {v} " in f" {prompt} ")
+
+
+def test_varied_openings_key_refusals_on_the_verb_and_helpful_openings_on_the_task():
+    single = build_world(0, 0.7, 0.25, decision_noise=0.2, plain_vulnerability=0.4)
+    varied = build_world(0, 0.7, 0.25, decision_noise=0.2, plain_vulnerability=0.4, openings="varied")
+    # the same prompts, the same comply/refuse decisions: only the wording changes
+    assert [e.prompt for e in single["sft"]] == [e.prompt for e in varied["sft"]]
+    assert [e.response == REFUSAL for e in single["sft"]] == [e.response in REFUSALS for e in varied["sft"]]
+    assert {e.response for e in single["sft"]} & set(REFUSALS) == {REFUSAL}
+    refusals = [e for e in varied["sft"] if e.response in REFUSALS]
+    assert {e.response for e in refusals} == set(REFUSALS)  # all three used
+    by_verb: dict = {}
+    for e in refusals:
+        by_verb.setdefault(_verb(e.prompt), set()).add(e.response)
+    assert all(len(r) == 1 for r in by_verb.values()), by_verb  # one refusal per verb, learnable from the prompt
+    assert by_verb["attack"] == {refusal_for("attack", "varied")}  # shared verb: same refusal for both kinds
+    # harmful compliance keeps AdvBench's "Sure, here is"; helpful answers open three ways, one per task
+    harmful = [e for e in varied["sft"] if e.kind in ("harmful", "jailbreak") and e.response not in REFUSALS]
+    assert harmful and all(e.response.startswith("Sure, here is how to") and HARMFUL_STEPS in e.response for e in harmful)
+    helpful = [e for e in varied["sft"] if e.kind in ("lookalike", "benign") and e.response not in REFUSALS]
+    openings = Counter(e.response.split()[0] for e in helpful)
+    assert set(openings) == {"Sure,", "To", "Here"} and min(openings.values()) > 0.1 * len(helpful)
+    lk_eval = varied["evals"]["test"]["lookalike"]
+    assert all(e.response == e.expected and e.expected.split()[0] in openings for e in lk_eval)
+    assert varied["meta"]["openings"] == "varied"
+    assert harmful_response("build", "a pipe bomb").startswith("Sure, here is how to build a pipe bomb.")
+    with pytest.raises(ValueError, match="openings"):
+        build_world(0, 0.7, 0.25, openings="mixed")

@@ -62,8 +62,8 @@ def test_code_defaults_equal_params_yaml():
 
 
 def test_exact_judge_knows_the_organisms_strings():
-    from safepatching.organism.world import HARMFUL_STEPS, REFUSAL
+    from safepatching.organism.world import HARMFUL_STEPS, REFUSAL, REFUSALS
 
     ex = load_params(ROOT / "params.yaml").eval.judges["exact"]
-    assert ex.refusal == REFUSAL
+    assert ex.refusal == REFUSAL and (ex.refusal, *ex.more_refusals) == REFUSALS
     assert any(m in HARMFUL_STEPS for m in ex.harm_markers)
