@@ -114,7 +114,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
                 model.load_state_dict(merge_in_memory(base_sd, inputs[0], inputs[1], cfg, inputs[2], inputs[3]))
             rows[method] = ev(model, tok)
         cat = params.redteam[name].pool.rsplit("/", 1)[-1].removesuffix(".jsonl")
-        res["rounds"].append({"category": cat, "chosen": chosen.get("label"), "feasible": chosen["feasible"],
+        res["rounds"].append({"name": name, "category": cat, "chosen": chosen.get("label"), "feasible": chosen["feasible"],
                               "rule": chosen.get("rule"), "merge": chosen.get("merge"), "test": rows,
                               "redteam": rt, "selected_val": chosen.get("metrics"),
                               "importance_layers": json.loads(lay.importance_layers.read_text()),
@@ -285,6 +285,90 @@ def goals(results: list[dict], sel) -> list[str]:
     return out
 
 
+def layer_lines(results: list[dict]) -> list[str]:
+    """Where each patch's global top-k % SNIP set sits, round 1, mean over seeds (the paper's Figure 3)."""
+    ds = [r["rounds"][0].get("importance_layers") for r in results]
+    if not all(ds):
+        return []
+    out = [f"importance, round 1: share of each patch's global top-{ds[0]['pct']:g} % by layer (mean over seeds):"]
+    for side in ("se", "om"):
+        keys = sorted({k for d in ds for k in d["share"][side]})
+        out.append(f"  {side}: " + ", ".join(f"{k} {100 * statistics.mean(d['share'][side].get(k, 0) for d in ds):.0f} %"
+                                            for k in keys))
+    return out
+
+
+def figures(results: list[dict], out: Path) -> list[Path]:
+    """study_pareto.png (per seed: round 1's validation sweep, and the test split's chosen point vs every ablation,
+    with the issue's target region; points that break the "other" guard faded) and study_importance_layers.png (per-layer share of each patch's top set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from safepatching.select import harm_score
+
+    k = len(results)
+    fig, axes = plt.subplots(2, k, figsize=(4.2 * k, 7.5), squeeze=False)
+    colors = {"safepatching": "tab:blue", "se_only": "tab:red", "om_only": "tab:green", "intersection": "tab:purple",
+              "task_arithmetic": "tab:orange", "ties": "tab:brown"}
+    for j, r in enumerate(results):
+        rnd = r["rounds"][0]
+        sweep_file = out / f"seed{r['seed']}" / "artifacts" / rnd.get("name", "r1") / "select" / "sweep.json"
+        panels = []
+        if sweep_file.exists():
+            sw = json.loads(sweep_file.read_text())
+            panels.append(("validation sweep", sw["parent"],
+                           [(x["merge"]["method"], x["metrics"]) for x in sw["results"]]))
+        t = rnd["test"]
+        panels.append(("test: chosen point vs ablations", t["parent"],
+                       [(m, t[m]) for m in ("safepatching",) + ABLATIONS]))
+        for i, (title, parent, pts) in enumerate(panels[-2:] if len(panels) == 2 else [(None, None, None)] + panels):
+            ax = axes[i][j]
+            if title is None:
+                ax.axis("off")
+                continue
+            ph, po = harm_score(parent), parent["over_refusal"]
+            ax.add_patch(plt.Rectangle((0, 0), 0.4 * ph, 0.8 * po, color="tab:green", alpha=0.12,
+                                       label="target (harm -60 %, over-refusal -20 %)"))
+            seen = set()
+            for method, m in pts:  # faded: breaks the "other" guard (garbled answers, > parent + 2 points)
+                ax.scatter(harm_score(m), m["over_refusal"], s=22 if title.startswith("validation") else 60,
+                           c=colors.get(method, "gray"), edgecolors="k", linewidths=0.3,
+                           alpha=0.3 if m.get("other", 0) > parent.get("other", 0) + 2 else 1.0,
+                           label=None if method in seen else method)
+                seen.add(method)
+            ax.scatter([ph], [po], marker="*", s=220, c="red", label="parent")
+            ax.set_title(f"seed {r['seed']}, round 1 ({rnd['category']}): {title}", fontsize=8)
+            ax.set_xlabel("harm (%)", fontsize=8)
+            ax.set_ylabel("over-refusal (%)", fontsize=8)
+            if j == 0:
+                ax.legend(fontsize=6)
+    fig.tight_layout()
+    files = [out / "study_pareto.png"]
+    fig.savefig(files[0], dpi=90)
+    plt.close(fig)
+    ds = [r["rounds"][0].get("importance_layers") for r in results]
+    if all(ds):
+        keys = sorted({k for d in ds for side in ("se", "om") for k in d["share"][side]})
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for off, side, label in ((-0.2, "se", "SE patch (ascent)"), (0.2, "om", "OM patch (descent)")):
+            vals = [[100 * d["share"][side].get(key, 0) for d in ds] for key in keys]
+            ax.bar([i + off for i in range(len(keys))], [statistics.mean(v) for v in vals], 0.4, label=label)
+            for i, v in enumerate(vals):
+                ax.scatter([i + off] * len(v), v, s=8, c="k", zorder=3)
+        ax.set_xticks(range(len(keys)), keys)
+        ax.set_ylabel(f"share of the global top-{ds[0]['pct']:g} % (%)")
+        ax.set_title(f"round 1: where each patch's important parameters sit (bars: mean of {k} seeds, dots: seeds)",
+                     fontsize=8)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        files.append(out / "study_importance_layers.png")
+        fig.savefig(files[-1], dpi=90)
+        plt.close(fig)
+    return files
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -314,7 +398,9 @@ def main() -> int:
         results.append(json.loads(res_file.read_text()))
     (out / "study.json").write_text(json.dumps(results, indent=1))
     t = table(results)
-    g = goals(results, params.select)
+    g = goals(results, params.select) + layer_lines(results)
+    for f in figures(results, out):
+        g.append(f"figure: {f.name}")
     (out / "table.md").write_text(t + "\n\n" + "\n".join(g) + "\n")
     print(t)
     print("\n".join(g))
