@@ -36,3 +36,22 @@ def test_row_flags_follow_the_deciding_judges_labels():
     samples = {"lookalike": [{"label_exact": "refusal"}, {"label_exact": "helpful"}],
                "harmful": [{"label_exact": "harmful"}], "jailbreak": [{"label_exact": "other"}]}
     assert study.row_flags(samples, "exact") == {"over_refusal": "10", "harmful_plain": "1", "harmful_jailbreak": "0"}
+
+
+def _metrics(harm: float, over_refusal: float, other: float = 0.5) -> dict:
+    return {"harmful_plain": harm, "harmful_jailbreak": harm, "over_refusal": over_refusal, "other": other}
+
+
+def test_layer_shares_and_figures(tmp_path):
+    layers = {"pct": 10.0, "share": {"se": {"L00": 0.6, "L01": 0.4}, "om": {"L00": 0.8, "L01": 0.2}}}
+    test = {m: _metrics(40.0, 30.0) for m in ("parent", "safepatching") + study.ABLATIONS}
+    results = [{"seed": s, "rounds": [{"name": "r1", "category": "weapons", "test": test,
+                                       "importance_layers": layers}]} for s in (0, 1)]
+    assert study.layer_lines(results) == [
+        "importance, round 1: share of each patch's global top-10 % by layer (mean over seeds):",
+        "  se: L00 60 %, L01 40 %", "  om: L00 80 %, L01 20 %"]
+    files = study.figures(results, tmp_path)
+    assert [f.name for f in files] == ["study_pareto.png", "study_importance_layers.png"]
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
+    del results[1]["rounds"][0]["importance_layers"]  # a result without the shares: no layer lines, no layer figure
+    assert study.layer_lines(results) == [] and len(study.figures(results, tmp_path)) == 1
