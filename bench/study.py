@@ -35,24 +35,29 @@ KEYS = ("harm", "harmful_plain", "harmful_jailbreak", "over_refusal", "utility",
 ABLATIONS = ("se_only", "om_only", "intersection", "task_arithmetic", "ties")
 
 
-def seed_params(params, seed: int, rounds: int):
-    """The study's params for one seed: the shipped ones with this seed and one round per harmful category, each
-    round's batch red-teamed from its parent (the failures of the model being patched)."""
+def seed_params(params, seed: int, rounds: int, categories: list[str] | None = None):
+    """The study's params for one seed: the shipped ones with this seed and one round per harmful category (the
+    world's order, or `categories`), each round's batch red-teamed from its parent (the failures of the model being
+    patched)."""
     from safepatching.config import parse_params
     from safepatching.organism.world import CATEGORIES
 
     data = params.model_dump(mode="json")
     data["seed"] = seed
     data["patch"]["seed"] = seed
+    cats = list(categories or CATEGORIES)[:rounds]
+    unknown = sorted(set(cats) - set(CATEGORIES))
+    if unknown or len(cats) < rounds:
+        raise SystemExit(f"--categories: need {rounds} of {CATEGORIES}, got {cats} (unknown: {unknown})")
     names = [f"r{i + 1}" for i in range(rounds)]
     data["rounds"] = {n: {"batch": f"data/redteam/{n}.jsonl", "parent": names[i - 1] if i else "backbone"}
                       for i, n in enumerate(names)}
     data["redteam"] = {n: {"pool": f"data/world/redteam/{cat}.jsonl", "parent": data["rounds"][n]["parent"],
-                           "batch": data["rounds"][n]["batch"]} for n, cat in zip(names, CATEGORIES[:rounds])}
+                           "batch": data["rounds"][n]["batch"]} for n, cat in zip(names, cats)}
     return parse_params(data, f"study seed {seed}")
 
 
-def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
+def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[str] | None = None) -> dict:
     """One seed's world, backbone and `rounds` continual rounds, through the pipeline's own round steps (each seed
     is a project folder under `out`), plus test-split metrics of every ablation on each round's patches."""
     import torch
@@ -70,7 +75,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log) -> dict:
     from safepatching.round.steps import merge as merge_step, patch, redteam, score, select, validate
     from safepatching.select import harm_score, load_round_inputs
 
-    params = seed_params(params, seed, rounds)
+    params = seed_params(params, seed, rounds, categories)
     project = Project(out / f"seed{seed}")
     save_world(build_world_from(params.world, seed), project.world)
     t0 = time.time()
@@ -373,6 +378,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--categories", nargs="+", default=None,
+                    help="the rounds' harmful categories in order (default: the world's first --rounds)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--out", default=str(ROOT / "reports" / "study"))
     ap.add_argument("--report-only", action="store_true",
@@ -394,7 +401,7 @@ def main() -> int:
         res_file = out / f"seed{s}" / "result.json"
         if not a.report_only:
             res_file.parent.mkdir(parents=True, exist_ok=True)
-            res_file.write_text(json.dumps(run_seed(s, params, a.rounds, out, log), indent=1))
+            res_file.write_text(json.dumps(run_seed(s, params, a.rounds, out, log, a.categories), indent=1))
         results.append(json.loads(res_file.read_text()))
     (out / "study.json").write_text(json.dumps(results, indent=1))
     t = table(results)
