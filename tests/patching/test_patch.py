@@ -5,8 +5,8 @@ import torch
 from safetensors import safe_open
 
 from safepatching.config import LoraCfg, ObjectiveCfg
-from safepatching.errors import CheckpointError, UnknownNameError
-from safepatching.patching.importance import compute_importance, snip_scores
+from safepatching.errors import CheckpointError, DataError, UnknownNameError
+from safepatching.patching.importance import compute_importance, sample_pairs, snip_scores
 from safepatching.patching.objectives import get_objective, known_objectives
 from safepatching.io.models import load_model
 from safepatching.io.patches import PATCH_FILE, load_patch
@@ -111,6 +111,24 @@ def test_importance_on_patched_models_differs(tiny_organism, pairs, tmp_path):
     d = compute_importance(tiny_organism, tmp_path / "se", pairs, tmp_path / "s_delta", "delta", 16, 16,
                            log=lambda s: None)
     assert d["score"] == "delta"
+    # target own: the loss reads the patched model's own answers (here a stand-in responder), not the batch's
+    seen = []
+
+    def respond(model, tok, questions):
+        seen.append(list(questions))
+        return ["I am sorry, but I cannot help with that." if i % 2 else "" for i in range(len(questions))]
+
+    own = compute_importance(tiny_organism, tmp_path / "se", pairs, tmp_path / "s_own", "weight", 16, 16,
+                             log=lambda s: None, respond=respond)
+    assert own["target"] == "own" and own["n_samples"] == 8  # the 8 empty answers dropped
+    assert seen == [[q for q, _ in sample_pairs(pairs, 16, 0)]]
+    c = load_file(str(tmp_path / "s_own" / "scores.safetensors"))
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert json.loads((tmp_path / "s_se" / "manifest.json").read_text())["target"] == "batch"
+    with pytest.raises(DataError, match="answered none"):
+        compute_importance(tiny_organism, tmp_path / "se", pairs, tmp_path / "s_none", "weight", 16, 16,
+                           log=lambda s: None, respond=lambda m, t, qs: [""] * len(qs))
+    assert not (tmp_path / "s_none").exists()  # nothing half-written
 
 
 def test_pickle_only_checkpoint_is_refused(tmp_path):

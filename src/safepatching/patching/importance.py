@@ -21,6 +21,7 @@ from ..io.checkpoints import atomic_dir, sha256_file
 from ..io.models import load_model
 from ..io.patches import SCORES_FILE, apply_deltas, load_patch
 from .distributed import Dist
+from ..errors import DataError
 
 
 def snip_scores(model, tok, pairs: list[tuple[str, str]], objective_name: str, names: list[str],
@@ -77,10 +78,13 @@ def sample_pairs(pairs: list[tuple[str, str]], n: int, seed: int) -> list[tuple[
 
 def compute_importance(base_dir: Path, patch_dir: Path, pairs: list[tuple[str, str]], out_dir: Path,
                        score: str = "weight", n_samples: int = 128, batch_size: int = 32, seed: int = 0,
-                       log=print, compute=None) -> dict:
+                       log=print, compute=None, respond=None) -> dict:
     """Scores of one patch's tensors on θ+P; writes out_dir/scores.safetensors + manifest.json (atomically, on the
     main process only; every process returns the manifest). `compute` (config.ComputeCfg) sets dtype, device and
-    accumulation; inside `accelerate launch` the batches are shared among the processes."""
+    accumulation; inside `accelerate launch` the batches are shared among the processes.
+
+    `respond(model, tok, questions) -> answers` (importance.target "own"): the loss reads θ+P's own answers to the
+    sampled questions instead of the batch's responses; questions it answers with nothing are dropped."""
     from ..config import ComputeCfg
     from .distributed import dist_context
 
@@ -94,11 +98,18 @@ def compute_importance(base_dir: Path, patch_dir: Path, pairs: list[tuple[str, s
     if score != "delta":
         deltas = None  # |W ⊙ g| needs only θ+P: free the patch's RAM
     sub = sample_pairs(pairs, n_samples, seed)
+    if respond is not None:
+        answers = respond(model, tok, [q for q, _ in sub])
+        sub = [(q, a) for (q, _), a in zip(sub, answers) if a.strip()]
+        if not sub:
+            raise DataError(f"{patch_dir}: the patched model answered none of the {n_samples} sampled questions "
+                            "(importance.target own needs answers to score)")
     scores = snip_scores(model, tok, sub, pmanifest.get("objective", "gd"), names, deltas=deltas,
                          batch_size=batch_size, grad_accumulation=compute.grad_accumulation, dist=dist)
     del model
     manifest = {"patch_sha256": pmanifest.get("patch_sha256", ""), "objective": pmanifest.get("objective"),
-                "score": score, "n_samples": len(sub), "tensors": len(scores)}
+                "score": score, "target": "own" if respond is not None else "batch", "n_samples": len(sub),
+                "tensors": len(scores)}
     if dist.is_main:
         with atomic_dir(out_dir, overwrite=True) as tmp:
             save_file({k: v.contiguous() for k, v in scores.items()}, str(tmp / SCORES_FILE))

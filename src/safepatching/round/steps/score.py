@@ -13,6 +13,13 @@ def score(params: Params, layout: RoundLayout, log=print) -> dict[str, dict]:
 
     pairs = _pairs(params, layout)
     imp = params.importance
+    respond = None
+    if imp.target == "own":
+        from ...evaluation.generate import DecodingConfig, generate
+
+        dec = DecodingConfig(imp.max_new_tokens, params.eval.batch_size)
+        respond = lambda model, tok, questions: generate(model, tok, questions, dec)  # noqa: E731
     return {kind: compute_importance(layout.parent_model, layout.patch(kind), pairs, layout.scores(kind), imp.score,
-                                     imp.n_samples, imp.batch_size, params.seed, log=log, compute=params.compute)
+                                     imp.n_samples, imp.batch_size, params.seed, log=log, compute=params.compute,
+                                     respond=respond)
             for kind in KINDS}
