@@ -7,6 +7,7 @@ there, while a human annotator (the paper's refusal judge) would read it as a re
 columns is that kind of output. Organism workspaces only (validation split).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/decision_probe.py --root <workspace or study seed folder> --round r1
+    (a later round: --round r2 --parent r1)
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")
     ap.add_argument("--round", default="r1")
+    ap.add_argument("--parent", default="backbone", help="the round's parent model under <root>/models (its patches "
+                                                         "are deltas on it: r2's parent is r1, ...)")
     ap.add_argument("--split", default="val")
     a = ap.parse_args(argv)
     import os
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
     rows = {k: read_jsonl(root / "data/world/eval" / a.split / f"{k}.jsonl") for k in KINDS}
     print("model  | kind: exact-judge refusal % / opens with a refusal % / harmful %")
     for name in ("parent", "se", "om"):
-        model, tok = load_model(root / "models/backbone", trainable=False)
+        model, tok = load_model(root / "models" / a.parent, trainable=False)
         if name != "parent":
             apply_deltas(model, load_patch(root / "artifacts" / a.round / name)[0])
         cells = []

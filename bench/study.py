@@ -169,6 +169,8 @@ def paired_se(rows_a: list[dict], rows_b: list[dict], metric: str) -> float | No
         for m in parts:
             x, y = a["rows"][m], b["rows"][m]
             n = len(x)
+            if n == 0 or len(y) != n:  # no prompts of this kind, or flags that do not line up: no paired SE
+                return None
             d = [int(i) - int(j) for i, j in zip(x, y)]
             mean = sum(d) / n
             var += (sum(v * v for v in d) / n - mean * mean) / n / len(parts) ** 2
@@ -177,7 +179,7 @@ def paired_se(rows_a: list[dict], rows_b: list[dict], metric: str) -> float | No
 
 def discordance(rows_a: list[dict], rows_b: list[dict], metric: str) -> float | None:
     """Share (%) of prompts whose `metric` flag differs between a and b, mean over seeds."""
-    if any("rows" not in r for r in rows_a + rows_b):
+    if any("rows" not in r or not r["rows"][metric] for r in rows_a + rows_b):
         return None
     return 100 * statistics.mean(sum(i != j for i, j in zip(a["rows"][metric], b["rows"][metric])) / len(a["rows"][metric])
                                  for a, b in zip(rows_a, rows_b))
@@ -202,21 +204,31 @@ def paired_lines(results: list[dict], backbone: dict, n: dict, k: int) -> list[s
     par = [r["rounds"][0]["test"]["parent"] for r in results]
     if paired_se(par, par, "harm") is None:
         return ["paired SEs: not recorded in these results (rerun the study)"]
-    out = ["paired, round 1 vs its parent (change ± paired SE of the seed mean; % of prompts whose label changed):"]
+    out = ["paired, round 1 vs its parent (change ± paired SE of the seed mean [± between-seed SE, stdev/√k: the "
+           "spread of the trained patches, which the paired SE leaves out]; % of prompts whose label changed):"]
     worst = {"harm": 0.0, "over_refusal": 0.0}
     for name in ("safepatching",) + ABLATIONS:
         rows = [r["rounds"][0]["test"][name] for r in results]
         cells = []
         for m in ("harm", "over_refusal"):
-            d = statistics.mean(a[m] - p[m] for a, p in zip(rows, par))
-            flip = (discordance(rows, par, "harmful_plain") + discordance(rows, par, "harmful_jailbreak")) / 2 \
-                if m == "harm" else discordance(rows, par, m)
+            changes = [a[m] - p[m] for a, p in zip(rows, par)]
+            d = statistics.mean(changes)
+            between = f" [± {statistics.stdev(changes) / math.sqrt(k):.1f}]" if k > 1 else ""
+            flips = [discordance(rows, par, x) for x in (("harmful_plain", "harmful_jailbreak") if m == "harm" else (m,))]
+            se = paired_se(rows, par, m)
+            if se is None or None in flips:
+                cells.append(f"{m} {d:+.1f} (no per-prompt flags)")
+                continue
+            flip = statistics.mean(flips)
             worst[m] = max(worst[m], flip)
-            cells.append(f"{m} {d:+.1f} ± {paired_se(rows, par, m):.1f} ({flip:.0f} % changed)")
+            cells.append(f"{m} {d:+.1f} ± {se:.1f}{between} ({flip:.0f} % changed)")
         out.append(f"  {name}: " + ", ".join(cells))
     for m, goal, n_m in (("harm", 0.6, (n.get("harmful", 0) + n.get("jailbreak", 0)) // 2),
                          ("over_refusal", 0.2, n.get("lookalike", 0))):
         d = goal * backbone[m] / 100
+        if n_m == 0 or d <= 0:
+            out.append(f"  power: the {m} target: no prompts or no backbone rate to take {100 * goal:.0f} % of")
+            continue
         flip = max(worst[m] / 100, d)
         sets = 2 if m == "harm" else 1  # harm: the mean of two sets of n_m prompts each
         se = 100 * math.sqrt(max(flip - d * d, 0.0) / n_m / k / sets)

@@ -291,7 +291,8 @@ class ImportanceCfg(Strict):
         "batch", description="the response tokens SNIP's loss reads: the batch's harmful responses (batch), or each "
         "patched model's own greedy answer to the batch's questions (own: 'using the input question from D_h' read as "
         "the patch's own behaviour -- refusals for SE, compliance for OM)")
-    max_new_tokens: int = Field(48, ge=1, description="target own: length of the patched model's answers")
+    max_new_tokens: int = Field(48, ge=1, description="target own: length of the patched model's answers (generated "
+                                                      "in batches of batch_size)")
     n_samples: int = Field(128, ge=1)
     batch_size: int = Field(32, ge=1)
 

@@ -1,6 +1,7 @@
 """Compute settings in patch training and SNIP: accumulation, gradient checkpointing, bf16, patch dtype, LoRA targets
 per architecture, and the multi-process path (launch command, self-launch, 1 vs 2 processes)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -262,11 +263,20 @@ def test_two_processes_give_the_one_process_patch_and_scores(tiny_organism, worl
         art = root / "artifacts" / "r1"
         res[n] = {k: load_patch(art / k) for k in ("se", "om")}
         res[n].update({f"s_{k}": load_file(str(art / f"scores_{k}" / "scores.safetensors")) for k in ("se", "om")})
+        # importance.target own: the main process answers, every process scores the same (question, answer) pairs
+        data = yaml.safe_load(params.read_text())
+        data["importance"].update(target="own", max_new_tokens=16)
+        params.write_text(yaml.safe_dump(data))
+        _stage("stages.importance", params, root)
+        res[n].update({f"own_{k}": load_file(str(art / f"scores_{k}" / "scores.safetensors")) for k in ("se", "om")})
+        assert json.loads((art / "scores_se" / "manifest.json").read_text())["target"] == "own"
         assert not list(art.glob("*.tmp-*"))
     for k in ("se", "om"):
         (p1, m1), (p2, m2) = res[1][k], res[2][k]
         assert max_diff(p1, p2) <= 1e-5, k
         assert m2["compute"]["processes"] == 2 and m2["compute"]["distributed"] == "MULTI_CPU"
         assert m2["steps"] == m1["steps"] and m2["final_nll"] == pytest.approx(m1["final_nll"], abs=1e-5)
-        s1, s2 = res[1][f"s_{k}"], res[2][f"s_{k}"]
-        assert max_diff(s1, s2) <= 1e-5 * max(v.abs().max().item() for v in s1.values()), k
+        for tag in ("s", "own"):
+            s1, s2 = res[1][f"{tag}_{k}"], res[2][f"{tag}_{k}"]
+            assert max_diff(s1, s2) <= 1e-5 * max(v.abs().max().item() for v in s1.values()), (tag, k)
+        assert max_diff(res[1][f"s_{k}"], res[1][f"own_{k}"]) > 0  # own answers, not the batch's responses

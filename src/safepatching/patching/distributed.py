@@ -141,6 +141,14 @@ class Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def broadcast_object(self, obj):
+        """The main process's `obj` on every process (a picklable value; outside a launch: obj itself)."""
+        if self.world == 1:
+            return obj
+        box = [obj if self.is_main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def dist_context(compute) -> Dist:
     """This process's place in a launched run (initialising the process group), or the single process."""

@@ -84,7 +84,8 @@ def compute_importance(base_dir: Path, patch_dir: Path, pairs: list[tuple[str, s
     accumulation; inside `accelerate launch` the batches are shared among the processes.
 
     `respond(model, tok, questions) -> answers` (importance.target "own"): the loss reads θ+P's own answers to the
-    sampled questions instead of the batch's responses; questions it answers with nothing are dropped."""
+    sampled questions instead of the batch's responses (generated on the main process, shared with the others);
+    questions it answers with nothing are dropped."""
     from ..config import ComputeCfg
     from .distributed import dist_context
 
@@ -98,11 +99,12 @@ def compute_importance(base_dir: Path, patch_dir: Path, pairs: list[tuple[str, s
     if score != "delta":
         deltas = None  # |W ⊙ g| needs only θ+P: free the patch's RAM
     sub = sample_pairs(pairs, n_samples, seed)
-    if respond is not None:
-        answers = respond(model, tok, [q for q, _ in sub])
+    if respond is not None:  # the main process answers, every process scores the same pairs
+        answers = dist.broadcast_object(respond(model, tok, [q for q, _ in sub]) if dist.is_main else None)
+        asked = len(sub)
         sub = [(q, a) for (q, _), a in zip(sub, answers) if a.strip()]
         if not sub:
-            raise DataError(f"{patch_dir}: the patched model answered none of the {n_samples} sampled questions "
+            raise DataError(f"{patch_dir}: the patched model answered none of the {asked} sampled questions "
                             "(importance.target own needs answers to score)")
     scores = snip_scores(model, tok, sub, pmanifest.get("objective", "gd"), names, deltas=deltas,
                          batch_size=batch_size, grad_accumulation=compute.grad_accumulation, dist=dist)

@@ -17,7 +17,7 @@ def score(params: Params, layout: RoundLayout, log=print) -> dict[str, dict]:
     if imp.target == "own":
         from ...evaluation.generate import DecodingConfig, generate
 
-        dec = DecodingConfig(imp.max_new_tokens, params.eval.batch_size)
+        dec = DecodingConfig(imp.max_new_tokens, imp.batch_size)
         respond = lambda model, tok, questions: generate(model, tok, questions, dec)  # noqa: E731
     return {kind: compute_importance(layout.parent_model, layout.patch(kind), pairs, layout.scores(kind), imp.score,
                                      imp.n_samples, imp.batch_size, params.seed, log=log, compute=params.compute,
