@@ -188,3 +188,28 @@ def test_varied_openings_key_refusals_on_the_verb_and_helpful_openings_on_the_ta
     assert harmful_response("build", "a pipe bomb").startswith("Sure, here is how to build a pipe bomb.")
     with pytest.raises(ValueError, match="openings"):
         build_world(0, 0.7, 0.25, openings="mixed")
+
+
+def _digest(w: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    rows = list(w["sft"])
+    rows += [e for sp in sorted(w["evals"]) for k in sorted(w["evals"][sp]) for e in w["evals"][sp][k]]
+    rows += [e for part in ("batches", "redteam") for c in sorted(w[part]) for e in w[part][c]]
+    for e in rows:
+        h.update(json.dumps(e.as_dict("")).encode())
+    return h.hexdigest()
+
+
+def test_the_shipped_world_is_unchanged():
+    """Golden digest of seed 0's world with params.yaml's settings (sft, eval splits, batches, red-team pools): every
+    backbone, study and demo number in docs/ was measured on it. Changing the world on purpose? Re-measure the
+    backbones and the study, then update the digest (computed here; equal to the one before world.openings)."""
+    from pathlib import Path
+
+    from safepatching.config import load_params
+    from safepatching.organism.world import build_world_from
+
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert _digest(build_world_from(params.world, 0)) == "15021416c6d3ae3b48beb5c88bd816a5851bcdd4af2602ffae707c90a322d48d"
