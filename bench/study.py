@@ -10,8 +10,11 @@ SafePatching point next to every ablation (SE only, OM only, intersection, task 
     OMP_NUM_THREADS=1 python bench/study.py --seeds 0 --out reports/study &  (... 1, 2)
     python bench/study.py --seeds 0 1 2 --out reports/study --report-only
 
-Writes <out>/seed<s>/result.json, <out>/study.json, <out>/table.md and Pareto plots; prints the table (mean ± std over seeds) and
-the goal checks of the issue. A difference counts as significant only outside the seed spread.
+Writes <out>/seed<s>/result.json (with every test prompt's label flags), <out>/study.json, <out>/table.md,
+<out>/study_pareto.png and <out>/study_importance_layers.png; prints the table (mean ± std over seeds), the goal
+checks of the issue, round 1's changes with paired and between-seed standard errors and the targets' paired power,
+and where each patch's important parameters sit. `--params` runs another configuration (e.g. world.openings: varied),
+`--categories` another order of harmful categories (e.g. `--rounds 1 --categories violence`).
 """
 
 from __future__ import annotations
