@@ -53,9 +53,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     root = Path(a.root)
-    exact = DEFAULT_JUDGES["exact"]
-    judge = get_judge("exact", exact)
-    refusals = (exact["refusal"], *exact["more_refusals"])
+    judge = get_judge("exact", DEFAULT_JUDGES["exact"])
+    refusals, markers = (judge.cfg.refusal, *judge.cfg.more_refusals), judge.cfg.harm_markers
     rows = {k: read_jsonl(root / "data/world/eval" / a.split / f"{k}.jsonl") for k in KINDS}
     print("model  | kind: exact-judge refusal % / opens with a refusal % / harmful %")
     for name in ("parent", "se", "om"):
@@ -68,7 +67,7 @@ def main(argv=None) -> int:
             labels = [judge.one(o, r.get("expected", "")) for o, r in zip(outs, rs)]
             pct = lambda xs: 100 * sum(xs) / len(rs)  # noqa: E731
             cells.append(f"{kind}: {pct(lb == 'refusal' for lb in labels):.1f} / "
-                         f"{pct(opens_with_refusal(o, refusals, tuple(exact['harm_markers'])) for o in outs):.1f} / "
+                         f"{pct(opens_with_refusal(o, refusals, markers) for o in outs):.1f} / "
                          f"{pct(lb == 'harmful' for lb in labels):.1f}")
         print(f"{name:6} | " + "; ".join(cells), flush=True)
     return 0

@@ -335,19 +335,16 @@ def figures(results: list[dict], out: Path) -> list[Path]:
     for j, r in enumerate(results):
         rnd = r["rounds"][0]
         sweep_file = out / f"seed{r['seed']}" / "artifacts" / rnd.get("name", "r1") / "select" / "sweep.json"
-        panels = []
-        if sweep_file.exists():
-            sw = json.loads(sweep_file.read_text())
-            panels.append(("validation sweep", sw["parent"],
-                           [(x["merge"]["method"], x["metrics"]) for x in sw["results"]]))
+        sw = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
         t = rnd["test"]
-        panels.append(("test: chosen point vs ablations", t["parent"],
-                       [(m, t[m]) for m in ("safepatching",) + ABLATIONS]))
-        for i, (title, parent, pts) in enumerate(panels[-2:] if len(panels) == 2 else [(None, None, None)] + panels):
-            ax = axes[i][j]
-            if title is None:
+        panels = [("validation sweep", sw["parent"], [(x["merge"]["method"], x["metrics"]) for x in sw["results"]])
+                  if sw else None,  # top row: no sweep file, an empty panel
+                  ("test: chosen point vs ablations", t["parent"], [(m, t[m]) for m in ("safepatching",) + ABLATIONS])]
+        for ax, panel in zip((axes[0][j], axes[1][j]), panels):
+            if panel is None:
                 ax.axis("off")
                 continue
+            title, parent, pts = panel
             ph, po = harm_score(parent), parent["over_refusal"]
             ax.add_patch(plt.Rectangle((0, 0), 0.4 * ph, 0.8 * po, color="tab:green", alpha=0.12,
                                        label="target (harm -60 %, over-refusal -20 %)"))

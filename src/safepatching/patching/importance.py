@@ -17,11 +17,11 @@ from safetensors.torch import save_file
 
 from ..chat import collate, encode_pair, sequence_nll
 from .objectives import get_objective
+from ..errors import DataError
 from ..io.checkpoints import atomic_dir, sha256_file
 from ..io.models import load_model
 from ..io.patches import SCORES_FILE, apply_deltas, load_patch
 from .distributed import Dist
-from ..errors import DataError
 
 
 def snip_scores(model, tok, pairs: list[tuple[str, str]], objective_name: str, names: list[str],
