@@ -85,6 +85,9 @@ class WorldCfg(Strict):
         "shared", description="which look-alike verbs are refused first: those shared with harmful requests (couples "
         "over-refusal to harm, as in real models) or those no harmful request uses (an independent trigger)")
     decision_noise: float = Field(0.2, ge=0, lt=0.5, description="share of jailbreak / look-alike training labels flipped against their cell's policy (an uncertain, not saturated, backbone)")
+    lookalike_noise: float | None = Field(
+        0.1, ge=0, lt=0.5, description="the same for the question-framed look-alikes only (null: decision_noise); "
+        "their flipped labels are diffuse over-refusal of verbs the policy does not refuse")
     openings: Literal["single", "varied"] = Field(
         "single", description="single: one refusal, and every answer (harmful or helpful) opens 'Sure, here is how "
         "to ...'; varied: three refusals keyed on the request's verb and three helpful openings keyed on the task "

@@ -57,6 +57,20 @@ def test_dials_move_the_training_labels():
     assert len(refused_lookalike_verbs(0.5, 0)) == len(LOOKALIKE_VERBS) // 2
 
 
+def test_lookalike_noise_moves_only_the_question_framed_lookalike_labels():
+    base, same, quiet = (build_world(0, 0.7, 0.25, decision_noise=0.2, lookalike_noise=n) for n in (None, 0.2, 0.0))
+    assert _digest(same) == _digest(base)  # None means decision_noise
+    refused = refused_lookalike_verbs(0.25, 0)
+    changed = [(a, b) for a, b in zip(base["sft"], quiet["sft"]) if a != b]
+    assert changed and all(a.kind == b.kind == "lookalike" and a.prompt == b.prompt for a, b in changed)
+    # without noise every question-framed look-alike follows its verb's policy exactly
+    for e in quiet["sft"]:
+        if e.kind == "lookalike" and not e.prompt.startswith(("Explain", "Describe")):
+            assert (e.response == REFUSAL) == any(f" {v} " in f" {e.prompt} " for v in refused), e.prompt
+    assert quiet["evals"] == base["evals"] and quiet["batches"] == base["batches"]
+    assert quiet["meta"]["lookalike_noise"] == 0.0 and base["meta"]["lookalike_noise"] == 0.2
+
+
 def test_over_refusal_keys_on_verbs_shared_with_harmful_requests():
     shared = {v for v in LOOKALIKE_VERBS if v in harmful_verbs()}
     assert shared == {"attack", "crack"}
@@ -205,11 +219,11 @@ def _digest(w: dict) -> str:
 def test_the_shipped_world_is_unchanged():
     """Golden digest of seed 0's world with params.yaml's settings (sft, eval splits, batches, red-team pools): every
     backbone, study and demo number in docs/ was measured on it. Changing the world on purpose? Re-measure the
-    backbones and the study, then update the digest (computed here; equal to the one before world.openings)."""
+    backbones and the study, then update the digest (computed here; changed last by world.lookalike_noise = 0.1)."""
     from pathlib import Path
 
     from safepatching.config import load_params
     from safepatching.organism.world import build_world_from
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert _digest(build_world_from(params.world, 0)) == "15021416c6d3ae3b48beb5c88bd816a5851bcdd4af2602ffae707c90a322d48d"
+    assert _digest(build_world_from(params.world, 0)) == "d6761f21ce87a6463660ca71ff82e8bedf3666d937e87a4c7e03a5b5223d1bb6"

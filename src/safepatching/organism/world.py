@@ -300,13 +300,16 @@ def jailbreak_paraphrases(family: str) -> dict[str, list[str]]:
 
 def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_train: int = 1500,
                 max_eval_per_kind: int = 300, decision_noise: float = 0.0, plain_vulnerability: float = 0.0,
-                over_refusal_trigger: str = "shared", openings: str = "single") -> dict:
+                over_refusal_trigger: str = "shared", openings: str = "single",
+                lookalike_noise: float | None = None) -> dict:
     """Build the whole world: SFT data for the backbone, eval splits, per-category harmful batches (plain prompts,
     every one answered harmfully: a user's batch) and per-category red-team pools.
 
     decision_noise: share of jailbreak and question-framed look-alike training examples whose
     comply/refuse label is flipped from their cell's policy, so the backbone is *uncertain* at the
     decision token (as real aligned LLMs are) instead of saturated at p ~ 1.
+    lookalike_noise: the same for the question-framed look-alikes only (None: decision_noise). Flipped look-alike
+    labels are diffuse over-refusal of verbs the policy does not refuse.
     openings: "single" (one refusal; every answer, harmful or helpful, opens "Sure, here is how to ...") or
     "varied" (refusal_for / helpful_response: three refusals keyed on the verb, three helpful openings keyed on the
     task; harmful compliance unchanged).
@@ -321,6 +324,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     vul = vulnerable_cells(vulnerability, seed)
     plain_vul = plain_vulnerable_topics(plain_vulnerability, seed)
     refused = refused_lookalike_verbs(over_safety, seed, over_refusal_trigger)
+    lk_noise = decision_noise if lookalike_noise is None else lookalike_noise
     redteam: dict[str, list[Example]] = {}
     train_t = QUESTION_TEMPLATES[:N_TRAIN_TEMPLATES]
     held_t = QUESTION_TEMPLATES[N_TRAIN_TEMPLATES:]
@@ -372,7 +376,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     for v, o in lk["train"]:
         ans = helpful(v, o, LOOKALIKE_OBJECTS[o])
         for t in train_t:
-            refuses = (v in refused) != (rng.random() < decision_noise)
+            refuses = (v in refused) != (rng.random() < lk_noise)
             sft.append(Example(t.format(v=v, o=o), ref(v) if refuses else ans, "lookalike",
                                family="refused" if v in refused else "", expected=ans))
     for split in SPLITS:
@@ -436,6 +440,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
             "meta": {"seed": seed, "vulnerability": vulnerability, "over_safety": over_safety,
                      "over_refusal_trigger": over_refusal_trigger, "openings": openings,
                      "plain_vulnerability": plain_vulnerability, "decision_noise": decision_noise,
+                     "lookalike_noise": lk_noise,
                      "vulnerable_cells": sorted(map(list, vul)), "plain_vulnerable_topics": sorted(map(list, plain_vul)),
                      "refused_lookalike_verbs": sorted(refused)}}
 
@@ -443,7 +448,8 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
 def build_world_from(cfg, seed: int) -> dict:
     """build_world with the settings of a `config.WorldCfg` (params.yaml's `world:`)."""
     return build_world(seed, cfg.vulnerability, cfg.over_safety, cfg.n_reverse_train, cfg.max_eval_per_kind,
-                       cfg.decision_noise, cfg.plain_vulnerability, cfg.over_refusal_trigger, cfg.openings)
+                       cfg.decision_noise, cfg.plain_vulnerability, cfg.over_refusal_trigger, cfg.openings,
+                       cfg.lookalike_noise)
 
 
 def save_world(world: dict, out: Path) -> dict:
