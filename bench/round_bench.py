@@ -70,7 +70,7 @@ def child(step: str, root: str, hidden: int, scale: int, backbone_steps: int) ->
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from safepatching.round import RoundLayout
+    from safepatching.layout import RoundLayout
 
     params = project_params(Path(root), hidden, scale, backbone_steps)
     lay = RoundLayout.of(params, "r1", root)
@@ -123,7 +123,7 @@ def build(root: Path, hidden: int, scale: int, backbone_steps: int) -> None:
     from safepatching.io.jsonl import read_jsonl, write_jsonl
     from safepatching.organism.model import build_organism
     from safepatching.organism.world import build_world_from, save_world
-    from safepatching.round import Project, RoundLayout
+    from safepatching.layout import Project, RoundLayout
     from safepatching.round.steps.validate import validate
 
     params = project_params(root, hidden, scale, backbone_steps)

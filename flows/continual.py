@@ -30,13 +30,12 @@ envdefaults.apply()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from safepatching.ops.intake import append_round  # noqa: E402,F401  (re-exported for tests)
 from safepatching.ops.record import summary_line  # noqa: E402
 from safepatching.ops.report import table  # noqa: E402
 
 from safepatching.config import load_params  # noqa: E402
 from safepatching.errors import SafePatchingError  # noqa: E402
-from safepatching.round.layout import Project, RoundLayout  # noqa: E402
+from safepatching.layout import Project, RoundLayout  # noqa: E402
 
 
 def root() -> Path:

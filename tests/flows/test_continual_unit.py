@@ -2,9 +2,10 @@
 
 import pytest
 
-from flows.continual import WorkspaceBusy, append_round, stage_seconds, workspace_lock
+from flows.continual import WorkspaceBusy, stage_seconds, workspace_lock
 from safepatching.config import load_params
 from safepatching.errors import ConfigError
+from safepatching.ops.intake import append_round
 
 PARAMS = """seed: 0
 rounds:  # comment kept
@@ -99,7 +100,7 @@ def test_main_takes_the_lock_before_the_flow_starts(tmp_path, monkeypatch, capsy
     (tmp_path / "params.yaml").write_text("seed: 0\n")
     started = []
     monkeypatch.setattr(fc, "continual_psa", lambda *a, **k: started.append(1) or [])
-    from safepatching.round.layout import Project
+    from safepatching.layout import Project
 
     lock = Project(tmp_path).lock
     import os

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from safepatching.config import DEFAULT_MERGE, SelectCfg, merge_settings
-from safepatching.diagnose import diagnose, format_diagnosis, layer_of
-from safepatching.select import choose, harm_score, pareto_front, plot_pareto
+from safepatching.merging.masks import layer_of
+from safepatching.round.diagnosis import diagnose, format_diagnosis
+from safepatching.round.selection import choose, harm_score, pareto_front, plot_pareto
 
 PARENT = {"harmful_plain": 2.0, "harmful_jailbreak": 60.0, "over_refusal": 50.0, "utility": 99.0, "other": 1.0}
 
@@ -76,7 +77,7 @@ def test_diagnosis_on_opposite_and_equal_patches():
 
 
 def test_importance_by_layer_ranks_across_the_model(tmp_path):
-    from safepatching.diagnose import importance_by_layer, plot_importance_layers
+    from safepatching.round.diagnosis import importance_by_layer, plot_importance_layers
 
     torch.manual_seed(0)
     big, small = torch.rand(10, 10) * 10, torch.rand(10, 10)
