@@ -75,7 +75,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
     from safepatching.organism.model import build_organism
     from safepatching.organism.world import build_world_from, save_world
     from safepatching.layout import Project, RoundLayout
-    from safepatching.round.steps import merge as merge_step, patch, redteam, score, select, validate
+    from safepatching.round.steps import importance, merge as merge_step, redteam, select, train_patch, validate
     from safepatching.round.selection import harm_score, load_round_inputs
 
     params = seed_params(params, seed, rounds, categories)
@@ -106,8 +106,8 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
         rt = redteam.redteam(params, lay, log=quiet)
         validate.validate(params, lay, log=quiet)
         for kind in ("se", "om"):
-            patch.train_patch(params, lay, kind, log=quiet)
-        score.score(params, lay, log=quiet)
+            train_patch.train_patch(params, lay, kind, log=quiet)
+        importance.importance(params, lay, log=quiet)
         chosen = select.select(params, lay, log=quiet)
         merge_step.merge(params, lay, log=quiet)
         # test-split metrics of the chosen point and of each ablation (same patches, same scores)
