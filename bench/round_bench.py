@@ -2,7 +2,7 @@
 with the batch (x1, x2, x4) and the model (hidden 128 -> 256 -> 512).
 
 Each step runs in a fresh child process through the pipeline's own round steps (safepatching.round.steps.*), so its
-peak RSS is its own (rusage of the child). Steps: GA patch (train_se), GD patch (train_om), SNIP for both (score),
+peak RSS is its own (rusage of the child). Steps: GA patch (train_se), GD patch (train_om), SNIP for both (importance),
 one selection point (merge in memory + validation evaluation: select with a one-point grid), the streamed merge,
 test evaluation, registration (MLflow on a temp SQLite store). Derived ratios:
   snip_vs_epoch    SNIP for both patches / one epoch of patch training on the same batch (target <= 2)
@@ -33,7 +33,7 @@ from safepatching import envdefaults  # noqa: E402
 
 envdefaults.apply()
 
-STEPS = ("train_se", "train_om", "score", "select_point", "merge", "evaluate_test", "register")
+STEPS = ("train_se", "train_om", "importance", "select_point", "merge", "evaluate_test", "register")
 
 
 def project_params(root: Path, hidden: int, scale: int, backbone_steps: int):
@@ -63,14 +63,14 @@ def warm_imports() -> None:
     import mlflow  # noqa: F401
 
     from safepatching.io import models  # noqa: F401
-    from safepatching.round.steps import evaluate, merge, patch, score, select  # noqa: F401
+    from safepatching.round.steps import evaluate, importance, merge, select, train_patch  # noqa: F401
 
 
 def child(step: str, root: str, hidden: int, scale: int, backbone_steps: int) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from safepatching.round import RoundLayout
+    from safepatching.layout import RoundLayout
 
     params = project_params(Path(root), hidden, scale, backbone_steps)
     lay = RoundLayout.of(params, "r1", root)
@@ -79,14 +79,14 @@ def child(step: str, root: str, hidden: int, scale: int, backbone_steps: int) ->
     t0 = time.perf_counter()
     extra: dict = {}
     if step in ("train_se", "train_om"):
-        from safepatching.round.steps.patch import train_patch
+        from safepatching.round.steps.train_patch import train_patch
 
         m = train_patch(params, lay, step[-2:], log=quiet)
         extra = {"train_steps": m["steps"], "n_pairs": m["n_pairs"]}
-    elif step == "score":
-        from safepatching.round.steps.score import score
+    elif step == "importance":
+        from safepatching.round.steps.importance import importance
 
-        score(params, lay, log=quiet)
+        importance(params, lay, log=quiet)
     elif step == "select_point":
         from safepatching.round.steps.select import select
 
@@ -123,7 +123,7 @@ def build(root: Path, hidden: int, scale: int, backbone_steps: int) -> None:
     from safepatching.io.jsonl import read_jsonl, write_jsonl
     from safepatching.organism.model import build_organism
     from safepatching.organism.world import build_world_from, save_world
-    from safepatching.round import Project, RoundLayout
+    from safepatching.layout import Project, RoundLayout
     from safepatching.round.steps.validate import validate
 
     params = project_params(root, hidden, scale, backbone_steps)
@@ -155,7 +155,7 @@ def profile(hidden: int, scale: int, backbone_steps: int) -> dict:
     per_step = {k: rows[k]["seconds"] / max(1, rows[k]["train_steps"]) for k in ("train_se", "train_om")}
     epoch = sum(per_step.values()) / 2 * epoch_steps
     return {"hidden": hidden, "scale": scale, "n_pairs": n, "steps": rows,
-            "snip_vs_epoch": round(rows["score"]["seconds"] / epoch, 2) if epoch else None,
+            "snip_vs_epoch": round(rows["importance"]["seconds"] / epoch, 2) if epoch else None,
             "sweep_points_per_minute": round(60 / rows["select_point"]["seconds"], 2),
             "per_row": {s: round(rows[s]["seconds"] / n, 4) for s in STEPS}}
 

@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     from safepatching.merging.masks import global_threshold
     from safepatching.patching.importance import compute_importance
     from safepatching.patching.train import train_patch
-    from safepatching.round import RoundLayout
+    from safepatching.layout import RoundLayout
     from safepatching.round.steps._pairs import pairs as round_pairs
-    from safepatching.select import harm_score
+    from safepatching.round.selection import harm_score
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")

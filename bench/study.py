@@ -74,9 +74,9 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
     from safepatching.merging.engine import merge_in_memory
     from safepatching.organism.model import build_organism
     from safepatching.organism.world import build_world_from, save_world
-    from safepatching.round import Project, RoundLayout
-    from safepatching.round.steps import merge as merge_step, patch, redteam, score, select, validate
-    from safepatching.select import harm_score, load_round_inputs
+    from safepatching.layout import Project, RoundLayout
+    from safepatching.round.steps import importance, merge as merge_step, redteam, select, train_patch, validate
+    from safepatching.round.selection import harm_score, load_round_inputs
 
     params = seed_params(params, seed, rounds, categories)
     project = Project(out / f"seed{seed}")
@@ -106,8 +106,8 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
         rt = redteam.redteam(params, lay, log=quiet)
         validate.validate(params, lay, log=quiet)
         for kind in ("se", "om"):
-            patch.train_patch(params, lay, kind, log=quiet)
-        score.score(params, lay, log=quiet)
+            train_patch.train_patch(params, lay, kind, log=quiet)
+        importance.importance(params, lay, log=quiet)
         chosen = select.select(params, lay, log=quiet)
         merge_step.merge(params, lay, log=quiet)
         # test-split metrics of the chosen point and of each ablation (same patches, same scores)
@@ -195,7 +195,7 @@ def _se(pct: float, n: int) -> float:
 
 def _objective(row: dict, parent: dict, sel) -> tuple[bool, float]:
     """The selection rule's objective on a row (select.choose): feasible (guards + over-refusal margin), then harm."""
-    from safepatching.select import feasible
+    from safepatching.round.selection import feasible
 
     return feasible(row, parent, sel), row["harm"]
 
@@ -326,7 +326,7 @@ def figures(results: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from safepatching.select import harm_score
+    from safepatching.round.selection import harm_score
 
     k = len(results)
     fig, axes = plt.subplots(2, k, figsize=(4.2 * k, 7.5), squeeze=False)

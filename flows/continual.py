@@ -5,7 +5,7 @@
                   workspace lock: `dvc repro` of the round, then MLflow registration + promotion gate
                   (a retrained round becomes a new version; an existing one keeps its recorded decision),
                   and finally a check that the registry's champion is still in the lineage.
-  psa_round       one round: repro -> register.
+  psa_round       one round: repro of every stage of the round (`round_stages`) -> register.
 
 Run: `python -m flows.continual` (ephemeral Prefect server; no server needed).
 """
@@ -28,15 +28,15 @@ from safepatching import envdefaults
 
 envdefaults.apply()
 
+import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from safepatching.ops.intake import append_round  # noqa: E402,F401  (re-exported for tests)
 from safepatching.ops.record import summary_line  # noqa: E402
 from safepatching.ops.report import table  # noqa: E402
 
 from safepatching.config import load_params  # noqa: E402
-from safepatching.errors import SafePatchingError  # noqa: E402
-from safepatching.round.layout import Project, RoundLayout  # noqa: E402
+from safepatching.errors import ConfigError, SafePatchingError  # noqa: E402
+from safepatching.layout import Project, RoundLayout  # noqa: E402
 
 
 def root() -> Path:
@@ -146,6 +146,30 @@ def stage_seconds(output: str) -> float:
     return sum(float(x) for x in re.findall(r"\] done in ([0-9.]+)s \(process", output))
 
 
+def round_stages(name: str, project: Path | None = None) -> list[str]:
+    """Every DVC stage of round `name`, in dvc.yaml's order: `<stage>@<name>` for each stage whose `foreach` is a
+    mapping keyed by round name that holds `name` (`${rounds}`, `${redteam}`, or any such section of params.yaml, the
+    file DVC interpolates). A new in-round stage is found here with no edit; a list `foreach` (`[val, test]`) is not
+    a round's. No stage at all is a ConfigError (an empty target list would make `dvc repro` rebuild everything)."""
+    project = Path(project or root())
+    stages = (yaml.safe_load((project / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
+    params = yaml.safe_load(Project(project).params.read_text(encoding="utf-8")) or {}
+    out = []
+    for stage, spec in stages.items():
+        items = spec.get("foreach") if isinstance(spec, dict) else None
+        ref = re.fullmatch(r"\$\{\s*([\w.]+)\s*\}", items) if isinstance(items, str) else None
+        if ref:
+            items = params
+            for key in ref.group(1).split("."):
+                items = items.get(key) if isinstance(items, dict) else None
+        if isinstance(items, dict) and name in items:
+            out.append(f"{stage}@{name}")
+    if not out:
+        raise ConfigError(f"{project / 'dvc.yaml'} has no stage of round {name!r} (no `foreach` over a params section "
+                          f"keyed by round name holds it; is it in {Project(project).params}?)")
+    return out
+
+
 @task(name="repro", retries=0)
 def repro(targets: list[str]) -> dict:
     log = get_run_logger()
@@ -216,7 +240,7 @@ def check_champion(params_path: str) -> str | None:
 
 @flow(name="psa-round")
 def psa_round(name: str, params_path: str = "params.yaml") -> dict:
-    t = repro([f"evaluate@{name}"])
+    t = repro(round_stages(name))
     t0 = time.time()
     reg = register(params_path, name)
     return {"round": name, **reg, "repro_wall": t["wall"], "stage_seconds": t["stages"],

@@ -14,7 +14,7 @@ envdefaults.apply()
 
 from safepatching.config import Params, load_params  # noqa: E402
 from safepatching.errors import SafePatchingError  # noqa: E402
-from safepatching.round.layout import RoundLayout  # noqa: E402
+from safepatching.layout import RoundLayout  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -2,7 +2,7 @@
 
 from stages._cli import end_process, log, parser, run
 
-from safepatching.round.layout import Project
+from safepatching.layout import Project
 
 
 def main(argv=None) -> int:

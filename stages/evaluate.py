@@ -6,7 +6,7 @@ from pathlib import Path
 from stages._cli import end_process, log, parser, run
 
 from safepatching.round.steps.evaluate import evaluate_checkpoint
-from safepatching.round.layout import Project
+from safepatching.layout import Project
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,7 @@ launch` when `compute.num_processes > 1` or `compute.accelerate_config` is set).
 from stages._cli import end_process, log, parser, round_run
 
 from safepatching.patching.distributed import maybe_relaunch
-from safepatching.round.steps.score import score
+from safepatching.round.steps.importance import importance
 
 
 def _launch(params, argv: list[str]) -> int | None:
@@ -13,7 +13,7 @@ def _launch(params, argv: list[str]) -> int | None:
 
 
 def main(argv=None) -> int:
-    return round_run(lambda args, params, layout: score(params, layout, log=log), parser(__doc__, round=True),
+    return round_run(lambda args, params, layout: importance(params, layout, log=log), parser(__doc__, round=True),
                      argv, launch=_launch)
 
 

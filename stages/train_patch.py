@@ -4,7 +4,7 @@
 from stages._cli import end_process, log, parser, round_run
 
 from safepatching.patching.distributed import maybe_relaunch
-from safepatching.round.steps.patch import train_patch
+from safepatching.round.steps.train_patch import train_patch
 
 
 def _launch(params, argv: list[str]) -> int | None:

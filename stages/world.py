@@ -5,7 +5,7 @@ import json
 
 from stages._cli import end_process, log, parser, run
 
-from safepatching.round.layout import Project
+from safepatching.layout import Project
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ from safepatching.io.records import load_prompts
 from safepatching.errors import DataError, ValidationFailed
 from safepatching.batches.expectations import gx_context, validate_batch
 from safepatching.io.jsonl import read_jsonl
-from safepatching.organism.world import build_world, read_jsonl, save_world
+from safepatching.organism.world import build_world, save_world
 
 CFG = DataCfg()
 

@@ -65,7 +65,7 @@ def _holds_marker(root: Path) -> list[str]:
 
 def test_hostile_corpus_through_the_flow(flow_template, prefect_api, tmp_path):
     from safepatching.config import load_params
-    from safepatching.round.layout import Project
+    from safepatching.layout import Project
 
     root = copy_workspace(flow_template, tmp_path / "ws")
     proj = Project(root)

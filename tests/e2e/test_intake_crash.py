@@ -30,7 +30,7 @@ CHILD = r"""
 import os, signal, subprocess, sys, time
 from pathlib import Path
 import safepatching.ops.intake as m
-from safepatching.round.layout import Project
+from safepatching.layout import Project
 
 point, root = sys.argv[1], Path.cwd()
 

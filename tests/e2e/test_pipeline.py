@@ -219,7 +219,7 @@ def _lineage(project) -> dict[str, str]:
 
 def _layout(project, name):
     from safepatching.config import load_params
-    from safepatching.round.layout import RoundLayout
+    from safepatching.layout import RoundLayout
 
     return RoundLayout.of(load_params(project / "params.yaml"), name, project)
 

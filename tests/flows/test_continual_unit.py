@@ -1,10 +1,16 @@
-"""Flow plumbing that needs no Prefect server: params append, the workspace lock, timing parse."""
+"""Flow plumbing that needs no Prefect server: params append, the workspace lock, timing parse, a round's stages."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from flows.continual import WorkspaceBusy, append_round, stage_seconds, workspace_lock
+from flows.continual import WorkspaceBusy, round_stages, stage_seconds, workspace_lock
 from safepatching.config import load_params
 from safepatching.errors import ConfigError
+from safepatching.ops.intake import append_round
 
 PARAMS = """seed: 0
 rounds:  # comment kept
@@ -99,7 +105,7 @@ def test_main_takes_the_lock_before_the_flow_starts(tmp_path, monkeypatch, capsy
     (tmp_path / "params.yaml").write_text("seed: 0\n")
     started = []
     monkeypatch.setattr(fc, "continual_psa", lambda *a, **k: started.append(1) or [])
-    from safepatching.round.layout import Project
+    from safepatching.layout import Project
 
     lock = Project(tmp_path).lock
     import os
@@ -155,3 +161,26 @@ def test_main_exits_3_and_names_what_needs_a_person(tmp_path, monkeypatch, capsy
     assert "ATTENTION" in err and "QUARANTINED 'a\\nb.jsonl' (file_name)" in err and "SKIPPED round r5" in err
     ok = fc.ContinualResult([{"round": "r1"}], intake={"ok": True})
     assert ok.ok and ok == [{"round": "r1"}] and not fc.ContinualResult([], intake=taken).ok
+
+
+def test_round_stages_are_the_stages_iterating_over_a_round_keyed_section(tmp_path):
+    do = {"do": {"cmd": "true"}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "world": {"cmd": "true"}, "evaluate_backbone": {"foreach": ["val", "test"], **do},
+        "redteam": {"foreach": "${redteam}", **do}, "train": {"foreach": "${rounds}", **do},
+        "extra": {"foreach": "${ nested.rounds }", **do}, "literal": {"foreach": {"r2": 1}, **do}}}, sort_keys=False))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "rounds": {"test": {"parent": "backbone"}, "r2": {"parent": "test"}}, "redteam": {"r2": {}},
+        "nested": {"rounds": {"r2": {}}}}))
+    assert round_stages("test", tmp_path) == ["train@test"]  # evaluate_backbone@test is no round's stage
+    assert round_stages("r2", tmp_path) == ["redteam@r2", "train@r2", "extra@r2", "literal@r2"]
+    with pytest.raises(ConfigError, match="no stage of round 'r9'"):  # never an empty `dvc repro` (= everything)
+        round_stages("r9", tmp_path)
+
+
+def test_round_stages_of_the_shipped_pipeline_are_every_stage_dvc_names_for_the_round():
+    repo = Path(__file__).resolve().parents[2]
+    names = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=repo, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for r in yaml.safe_load((repo / "params.yaml").read_text())["rounds"]:
+        assert sorted(round_stages(r, repo)) == sorted(n for n in names if n.endswith(f"@{r}")), r

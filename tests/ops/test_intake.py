@@ -21,7 +21,7 @@ import safepatching.ops.intake as intake_mod
 from safepatching.batches.expectations import gx_context
 from safepatching.config import load_params
 from safepatching.ops.intake import append_round, intake
-from safepatching.round.layout import Project
+from safepatching.layout import Project
 from ..workspace import with_plain_rounds
 
 ROOT = Path(__file__).resolve().parents[2]

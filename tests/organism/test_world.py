@@ -3,9 +3,10 @@ from collections import Counter
 
 import pytest
 
+from safepatching.io.jsonl import read_jsonl
 from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, REFUSALS, SPLITS,
                                          UTILITY_TEMPLATES,
-                                         build_world, harmful_response, refusal_for, harmful_verbs, plain_vulnerable_topics, read_jsonl,
+                                         build_world, harmful_response, refusal_for, harmful_verbs, plain_vulnerable_topics,
                                          refused_lookalike_verbs, vulnerable_cells)
 
 

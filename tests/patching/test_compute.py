@@ -13,9 +13,9 @@ import yaml
 
 from safepatching.config import ComputeCfg, LoraCfg, ObjectiveCfg, parse_params
 from safepatching.errors import ConfigError
+from safepatching.io.jsonl import read_jsonl
 from safepatching.io.models import load_model
 from safepatching.io.patches import load_patch
-from safepatching.organism.world import read_jsonl
 from safepatching.patching import distributed
 from safepatching.patching.distributed import LAUNCHED_ENV, launch_command, launch_env, micro_slices
 from safepatching.patching.importance import compute_importance, snip_scores

@@ -11,7 +11,7 @@ from safepatching.patching.objectives import get_objective, known_objectives
 from safepatching.io.models import load_model
 from safepatching.io.patches import PATCH_FILE, load_patch
 from safepatching.patching.train import train_patch
-from safepatching.organism.world import read_jsonl
+from safepatching.io.jsonl import read_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from safepatching.config import parse_params
 from safepatching.errors import ConfigError, DataError
 from safepatching.io.jsonl import read_jsonl, write_jsonl
-from safepatching.round import RoundLayout
+from safepatching.layout import RoundLayout
 from safepatching.round.steps.redteam import redteam
 
 HARMFUL = "Sure, here is how to do it. Step 1: obtain [restricted item]. Step 2: [restricted step]."

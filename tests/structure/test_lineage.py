@@ -1,4 +1,6 @@
-"""Complete lineage: every DVC stage's code deps cover the stage's whole import closure inside the project."""
+"""Complete lineage: every DVC stage's code deps are the stage's whole import closure inside the project, named at
+dvc.yaml's granularity (stage files, ground-floor files and round files one by one, any other package -- a wing --
+by its folder), no more and no less; every dep dvc.yaml names exists."""
 
 from __future__ import annotations
 
@@ -24,17 +26,46 @@ def stage_closure(module: str) -> set[Path]:
     return files
 
 
+def entry(f: Path) -> str:
+    """How dvc.yaml names a file of a closure: a package below src/safepatching other than round/ (a wing, or a
+    ground-floor package) by its folder, anything else by itself."""
+    parts = f.parts
+    if parts[:2] == ("src", "safepatching") and len(parts) > 3 and parts[2] != "round":
+        return "/".join(parts[:3])
+    return str(f)
+
+
+def stage_deps(name: str) -> tuple[str, list[str]]:
+    """(the stage's module, its deps without interpolated ones)."""
+    st = DVC[name].get("do", DVC[name])
+    return re.search(r"python -m (stages\.\w+)", st["cmd"]).group(1), [d for d in st["deps"] if "${" not in d]
+
+
 def covered(f: Path, deps: list[str]) -> bool:
     return any(str(f) == d or str(f).startswith(d.rstrip("/") + "/") for d in deps)
 
 
 @pytest.mark.parametrize("name", sorted(DVC))
 def test_stage_deps_cover_its_imports(name):
-    st = DVC[name].get("do", DVC[name])
-    module = re.search(r"python -m (stages\.\w+)", st["cmd"]).group(1)
-    deps = [d for d in st["deps"] if "${" not in d]
+    module, deps = stage_deps(name)
     missing = sorted(str(f) for f in stage_closure(module) if not covered(f, deps))
     assert not missing, f"dvc.yaml stage {name!r} imports files its deps do not name: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_stage_code_deps_are_exactly_its_closure(name):
+    module, deps = stage_deps(name)
+    code = {d for d in deps if d.startswith(("src/", "stages/"))}
+    want = {entry(f) for f in stage_closure(module)}
+    assert not want - code, f"dvc.yaml stage {name!r} misses {sorted(want - code)}"
+    assert not code - want, f"dvc.yaml stage {name!r} names code it never imports: {sorted(code - want)}"
+    assert len(deps) == len(set(deps)), f"dvc.yaml stage {name!r} names a dep twice"
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_every_named_dep_exists(name):
+    missing = [d for d in stage_deps(name)[1] if d.startswith(("src/", "stages/")) and not (ROOT / d).exists()]
+    assert not missing, f"dvc.yaml stage {name!r} names paths that do not exist: {missing}"
 
 
 def test_closure_sees_function_level_imports():

@@ -46,7 +46,7 @@ from ..batches.expectations import SAFE_NAME, quarantine_file, validate_batch
 from ..batches.loading import load_pairs
 from ..config import Params, load_params, load_yaml_text, parse_params
 from ..errors import ConfigError, DataError, SafePatchingError, ValidationFailed
-from ..round.layout import BACKBONE, Project
+from ..layout import BACKBONE, Project
 
 SUFFIXES = (".jsonl", ".json", ".csv")
 IN_PROGRESS = (".tmp", ".part")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from ..io.checkpoints import sha256_dir
-from ..round.layout import RoundLayout
+from ..layout import RoundLayout
 
 CHAMPION = "champion"  # the alias name (the registry adapter defines the same constant)
 

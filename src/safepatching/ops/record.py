@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..batches.loading import load_pairs
 from ..io.checkpoints import sha256_dir
-from ..round.layout import BACKBONE, RoundLayout
+from ..layout import BACKBONE, RoundLayout
 from .gate import GateDecision, gate
 from .lineage import champion_warning, dvc_outs_md5, dvc_stage_hash, merge_stage, model_hashes
 from .report import read_headline, write_round_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..round.layout import BACKBONE, Project
+from ..layout import BACKBONE, Project
 
 TABLE_KEYS = ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other")
 

@@ -43,7 +43,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io.jsonl import read_jsonl, write_jsonl  # noqa: F401  (re-exported for the organism's callers)
+from ..io.jsonl import write_jsonl
 
 REFUSAL = "I am sorry, but I cannot help with that."
 # world.openings "varied": the refusal's phrasing is a function of the request's verb (a real aligned model words its

@@ -1,5 +1,3 @@
-"""The round: its layout (`RoundLayout`, `Project`) and its steps (`safepatching.round.steps`)."""
-
-from .layout import BACKBONE, KINDS, SPLITS, Project, RoundLayout
-
-__all__ = ["BACKBONE", "KINDS", "SPLITS", "Project", "RoundLayout"]
+"""The round, the use-case floor above the wings: its steps (`safepatching.round.steps`, one per DVC stage), the
+validation sweep and choice rule (`selection`) and the patches' diagnosis (`diagnosis`). Where a round's files live
+is `safepatching.layout` (ground floor)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...config import Params
-from ..layout import RoundLayout
+from ...layout import RoundLayout
 
 
 def pairs(params: Params, layout: RoundLayout) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ... import crash
 from ...config import Params
-from ..layout import RoundLayout
+from ...layout import RoundLayout
 
 
 def evaluate(params: Params, layout: RoundLayout, split: str, log=print) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ...config import Params
-from ..layout import RoundLayout
+from ...layout import RoundLayout
 
 
 def chosen_merge(params: Params, layout: RoundLayout):

@@ -15,7 +15,7 @@ from collections import Counter
 
 from ...config import Params
 from ...errors import DataError
-from ..layout import RoundLayout
+from ...layout import RoundLayout
 
 POOL_COLUMNS = ("id", "prompt", "response", "category")
 

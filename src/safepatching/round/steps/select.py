@@ -6,17 +6,17 @@ import json
 
 from ... import crash
 from ...config import Params
-from ..layout import RoundLayout
+from ...layout import RoundLayout
 
 
 def select(params: Params, layout: RoundLayout, log=print) -> dict:
     """Sweep merge variants on the validation split (reusing the patches and scores) and choose the round's point
-    (see safepatching.select); writes selected.json, sweep.json, diagnosis.json and pareto.png."""
+    (see safepatching.round.selection); writes selected.json, sweep.json, diagnosis.json and pareto.png."""
     from ...config import merge_settings
-    from ...diagnose import diagnose, format_diagnosis, importance_by_layer, plot_importance_layers
+    from ..diagnosis import diagnose, format_diagnosis, importance_by_layer, plot_importance_layers
     from ...evaluation.suite import load_suite
     from ...merging.method import label
-    from ...select import SCALAR_KEYS, choose, load_round_inputs, plot_pareto, run_sweep
+    from ..selection import SCALAR_KEYS, choose, load_round_inputs, plot_pareto, run_sweep
 
     sel, base_merge = params.select, params.merge_for(layout.name)
     grid = sel.points() if sel.enabled else [base_merge]

@@ -1,11 +1,7 @@
-import json
-
-import pytest
-import torch
+"""The validation sweep's choice rule, its grid and its Pareto plot (safepatching.round.selection)."""
 
 from safepatching.config import DEFAULT_MERGE, SelectCfg, merge_settings
-from safepatching.diagnose import diagnose, format_diagnosis, layer_of
-from safepatching.select import choose, harm_score, pareto_front, plot_pareto
+from safepatching.round.selection import choose, harm_score, pareto_front, plot_pareto
 
 PARENT = {"harmful_plain": 2.0, "harmful_jailbreak": 60.0, "over_refusal": 50.0, "utility": 99.0, "other": 1.0}
 
@@ -58,33 +54,3 @@ def test_pareto_front_and_plot(tmp_path):
     plot_pareto(res, PARENT, dict(res[0], feasible=True), tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert harm_score(PARENT) == 31.0
-
-
-def test_diagnosis_on_opposite_and_equal_patches():
-    torch.manual_seed(0)
-    p = {"model.layers.0.mlp.up_proj.weight": torch.randn(8, 8), "lm_head.weight": torch.randn(4, 8)}
-    s = {k: torch.rand_like(v) for k, v in p.items()}
-    neg = {k: -v for k, v in p.items()}
-    d = diagnose(p, neg, s, s, MergeCfg(a=25, b=25, p=1.0))  # (p < 1: each side ranks its own retained entries)
-    assert d["total"]["cos"] == pytest.approx(-1.0, abs=1e-4)
-    assert d["total"]["overlap"] == pytest.approx(1.0) and d["total"]["kept_se"] == 0.0  # same scores: empty sets
-    s2 = {k: torch.rand_like(v) for k, v in p.items()}
-    d2 = diagnose(p, p, s, s2, MergeCfg(a=25, b=25))
-    assert d2["total"]["cos"] == pytest.approx(1.0, abs=1e-4) and 0 < d2["total"]["kept_se"] < 0.5
-    assert layer_of("model.layers.3.self_attn.q_proj.weight") == "L03" and "total" in format_diagnosis(d2)
-    json.dumps(d2)
-
-
-def test_importance_by_layer_ranks_across_the_model(tmp_path):
-    from safepatching.diagnose import importance_by_layer, plot_importance_layers
-
-    torch.manual_seed(0)
-    big, small = torch.rand(10, 10) * 10, torch.rand(10, 10)
-    s_se = {"model.layers.0.mlp.up_proj.weight": small, "model.layers.1.mlp.up_proj.weight": big}
-    s_om = {"model.layers.0.mlp.up_proj.weight": big, "model.layers.1.mlp.up_proj.weight": small}
-    d = importance_by_layer(s_se, s_om, pct=20)
-    # global ranking puts each patch's top set where its scores are large (per-tensor ranking would give 50/50)
-    assert d["share"]["se"]["L01"] > 0.9 and d["share"]["om"]["L00"] > 0.9
-    assert sum(d["share"]["se"].values()) == pytest.approx(1.0)
-    plot_importance_layers(d, tmp_path / "l.png")
-    assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,8 +18,8 @@ from collections import defaultdict
 
 import torch
 
-from .config import MergeSettings
-from .merging.masks import layer_of, topk_mask  # noqa: F401  (layer_of: re-exported)
+from ..config import MergeSettings
+from ..merging.masks import layer_of, topk_mask
 
 
 class _Collector:
@@ -61,7 +61,7 @@ def _dense(keep, like: torch.Tensor) -> torch.Tensor:
 def diagnose(p_se: dict[str, torch.Tensor], p_om: dict[str, torch.Tensor], s_se: dict[str, torch.Tensor],
              s_om: dict[str, torch.Tensor], cfg: MergeSettings) -> dict:
     """Per-layer diagnosis of the two patches under `cfg`, using the exact masks of the merge itself."""
-    from .merging.engine import merge_in_memory
+    from ..merging.engine import merge_in_memory
 
     col = _Collector(cfg)
     shapes = {n: torch.zeros_like(v, dtype=torch.float32) for n, v in (p_se | p_om).items()}
@@ -96,7 +96,7 @@ def importance_by_layer(s_se: dict[str, torch.Tensor], s_om: dict[str, torch.Ten
     """Where each patch's most important parameters sit (the paper's Figure 3): the share of the global top-pct% SNIP
     set of each patch that falls in each layer, ranked across the whole model (not per tensor, which would spread
     every set evenly by construction)."""
-    from .merging.masks import global_threshold
+    from ..merging.masks import global_threshold
 
     out: dict[str, dict[str, float]] = {}
     for side, scores in (("se", s_se), ("om", s_om)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...config import Params
-from ..layout import KINDS, RoundLayout
+from ...layout import KINDS, RoundLayout
 from ._pairs import pairs as _pairs
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .config import EvalCfg, MergeSettings, SelectCfg
-from .round.layout import RoundLayout
+from ..config import EvalCfg, MergeSettings, SelectCfg
+from ..layout import RoundLayout
 
 SCALAR_KEYS = ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other", "lookalike_harmful")
 
@@ -102,7 +102,7 @@ def load_round_inputs(layout: RoundLayout) -> tuple[dict, dict, dict, dict]:
     """(P_SE, P_OM, S_SE, S_OM) of a round, in memory (the sweep reuses them)."""
     from safetensors.torch import load_file
 
-    from .io.patches import SCORES_FILE, load_patch
+    from ..io.patches import SCORES_FILE, load_patch
 
     return (load_patch(layout.patch("se"))[0], load_patch(layout.patch("om"))[0],
             load_file(str(layout.scores("se") / SCORES_FILE)), load_file(str(layout.scores("om") / SCORES_FILE)))
@@ -113,11 +113,11 @@ def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict
     """Evaluate the parent and every grid point on `split` ({kind: rows}) with the deciding judge only;
     returns (parent_headline, results). The model is loaded per `compute` (dtype, device or device_map); the base
     state and the merges live on the CPU, so the accelerator holds one model copy, reloaded per point."""
-    from .evaluation.generate import DecodingConfig
-    from .evaluation.metrics import evaluate_rows, headline
-    from .io.models import load_model
-    from .merging.engine import merge_in_memory
-    from .merging.method import label
+    from ..evaluation.generate import DecodingConfig
+    from ..evaluation.metrics import evaluate_rows, headline
+    from ..io.models import load_model
+    from ..merging.engine import merge_in_memory
+    from ..merging.method import label
 
     kw = dict(dtype=compute.dtype, device=compute.device, device_map=compute.device_map) if compute else {}
     model, tok = load_model(base_dir, trainable=False, **kw)

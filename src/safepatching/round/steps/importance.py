@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ...config import Params
-from ..layout import KINDS, RoundLayout
+from ...layout import KINDS, RoundLayout
 from ._pairs import pairs as _pairs
 
 
-def score(params: Params, layout: RoundLayout, log=print) -> dict[str, dict]:
+def importance(params: Params, layout: RoundLayout, log=print) -> dict[str, dict]:
     """SNIP importance of both patches on the patched models; returns {kind: scores manifest}."""
     from ...patching.importance import compute_importance
 
