@@ -97,7 +97,8 @@ def train_sft(model, tok, pairs: list[tuple[str, str]], steps: int, batch_size: 
 
 
 def build_organism(world_dir: Path, out_dir: Path, cfg, seed: int, log=print) -> dict:
-    """world_dir (from the `world` stage) -> out_dir: an aligned tiny chat Llama. Returns a summary."""
+    """world_dir (from the `world` stage) -> out_dir: an aligned tiny chat Llama. Returns the summary written to
+    out_dir/organism.json plus `train_seconds` (for logs only: the file holds no timings)."""
     from ..io.jsonl import read_jsonl
 
     rows = read_jsonl(Path(world_dir) / "sft.jsonl")
@@ -117,9 +118,10 @@ def build_organism(world_dir: Path, out_dir: Path, cfg, seed: int, log=print) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    summary = {"params": n_params, "vocab": len(tok), "train_seconds": round(train_s, 1),
+    summary = {"params": n_params, "vocab": len(tok),
                "final_loss": round(sum(losses[-50:]) / min(50, len(losses)), 5), "steps": cfg.steps,
                "autocast": cfg.autocast,
                "seed": seed}
+    # organism.json is in a DVC output: no wall-clock time there (it would change the folder's hash on every run)
     (out_dir / "organism.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return {**summary, "train_seconds": round(train_s, 1)}

@@ -166,7 +166,8 @@ def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj
 
     `compute` (config.ComputeCfg; default: fp32 on the CPU, one process) sets the dtype, device, gradient
     checkpointing, accumulation and patch dtype; inside `accelerate launch` every process trains its shard and only
-    the main one writes the patch (atomically). Every process returns the written manifest."""
+    the main one writes the patch (atomically). Every process returns the written manifest plus `seconds` (its
+    wall time, for logs: the manifest file holds no timings)."""
     import json
 
     from ..config import ComputeCfg
@@ -210,12 +211,15 @@ def train_patch(base_dir: Path, pairs: list[tuple[str, str]], out_dir: Path, obj
                         "config": obj_cfg.model_dump(),
                         "lora": lora_cfg.model_dump() if lora_cfg and backend == "lora" else None,
                         "compute": _compute_record(compute, acc),
-                        "versions": versions(), "seconds": round(time.time() - t0, 2), **stats}
+                        "versions": versions(), **stats}
             manifest = write_patch(base_dir, Path(td), out_dir, manifest, dtype=compute.patch_dtype)
     acc.wait_for_everyone()
     if not acc.is_main_process:
         manifest = json.loads((out_dir / MANIFEST).read_text())
-    return manifest
+    # the manifest is in a DVC output: the time goes to the log and the returned dict, never into the file
+    seconds = round(time.time() - t0, 2)
+    log(f"  patch trained and written in {seconds:.1f}s")
+    return {**manifest, "seconds": seconds}
 
 
 def _compute_record(compute, acc) -> dict:
