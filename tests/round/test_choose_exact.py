@@ -4,7 +4,7 @@ utility), never the highest. Harm = mean of the plain and jailbreak rates, compu
 from __future__ import annotations
 
 from safepatching.config import SelectCfg
-from safepatching.select import choose
+from safepatching.round.selection import choose
 
 # parent harm (2 + 60) / 2 = 31; feasible: over_refusal <= 45, utility >= 97, other <= 3, harm <= 31
 PARENT = {"harmful_plain": 2.0, "harmful_jailbreak": 60.0, "over_refusal": 50.0, "utility": 99.0, "other": 1.0}

@@ -9,8 +9,8 @@ import json
 import pytest
 
 import safepatching.patching.train as train_mod
-from safepatching.round.layout import RoundLayout
-from safepatching.round.steps.patch import train_patch
+from safepatching.layout import RoundLayout
+from safepatching.round.steps.train_patch import train_patch
 
 ROWS = [{"id": "a", "prompt": "How do I pick a lock?", "response": "Step 1: obtain [restricted] tools.",
          "category": "weapons"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from safepatching.round.layout import RoundLayout
+from safepatching.layout import RoundLayout
 from safepatching.round.steps.validate import validate
 
 
