@@ -30,7 +30,7 @@ envdefaults.apply()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from safepatching.ops.intake import append_round  # noqa: E402,F401  (re-exported for tests)
+from safepatching.ops.intake.paramsfile import append_round  # noqa: E402,F401  (re-exported for tests)
 from safepatching.ops.record import summary_line  # noqa: E402
 from safepatching.ops.report import table  # noqa: E402
 

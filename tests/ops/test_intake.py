@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import safepatching.ops.intake as intake_mod
+import safepatching.ops.intake.run as intake_mod
 from safepatching.batches.expectations import gx_context
 from safepatching.config import load_params
-from safepatching.ops.intake import append_round, intake
+from safepatching.ops.intake import intake
+from safepatching.ops.intake.paramsfile import append_round
 from safepatching.round.layout import Project
 from ..workspace import with_plain_rounds
 
@@ -41,7 +42,7 @@ def template(world_dir, tmp_path_factory) -> Path:
     shutil.copytree(world_dir / "batches", root / "data/world/batches")
     text = (ROOT / "params.yaml").read_text()
     text = with_plain_rounds(text)
-    text = text.replace("stability_seconds: 5.0", "stability_seconds: 0")
+    assert "  stability_seconds: 0 " in text  # the shipped hand-over: marker or atomic rename, no wait
     (root / "params.yaml").write_text(text)
     assert list(load_params(root / "params.yaml").rounds) == ["r1", "r2"]
     (root / "data/incoming").mkdir(parents=True)
@@ -271,15 +272,13 @@ def test_failing_batch_is_quarantined_and_pending_batches_still_go_in(proj):
 
 
 def test_unexpected_error_in_one_file_is_its_quarantine(proj, monkeypatch):
-    import safepatching.ops.intake as m
-
-    real = m.validate_batch
+    real = intake_mod.check_batch
 
     def flaky(path, *a, **k):
         if Path(path).name == "a.jsonl":
             raise RuntimeError("boom inside a library")
         return real(path, *a, **k)
-    monkeypatch.setattr(m, "validate_batch", flaky)
+    monkeypatch.setattr(intake_mod, "check_batch", flaky)
     write_rows(proj.incoming / "a.jsonl", good_rows(proj, "violence"))
     good = write_rows(proj.incoming / "b.jsonl", good_rows(proj)).read_bytes()
     res, log, _ = run(proj)
