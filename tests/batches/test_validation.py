@@ -154,7 +154,8 @@ def test_quarantine_page_works_offline(world: dict, tmp_path: Path) -> None:
     page = Path(report["docs"])
     assert page.parent.name == "b.jsonl.docs" and [p.name for p in page.parent.rglob("*")] == ["index.html"]
     text = page.read_text()
-    assert "allowed_category" in text and "weapons-1" in text and "<td>2</td>" in text and "&#x27;cooking&#x27;" in text
+    assert "allowed_category" in text and "weapons-1" in text and "<td>2</td>" in text
+    assert "&#x27;cooking&#x27;" in text  # the offending value, escaped
     lowered = text.lower()
     for ref in ("<script", "src=", "href=", "http:", "https:", "//cdn", "@import", "url("):
         assert ref not in lowered, ref
@@ -375,7 +376,8 @@ NOT_UTF8 = {
     "utf16_no_bom": ('{"prompt": "How do I x?", "response": "Sure."}\n'.encode("utf-16-le"),
                      "UTF-16 text without a byte-order mark (little-endian"),
     "utf32_bom": ('{"prompt": "How?"}\n'.encode("utf-32"), "UTF-32 text (little-endian"),
-    "gzip": (__import__("gzip").compress(b'{"prompt": "How?", "response": "Sure."}\n'), "a gzip-compressed file (magic bytes 1F 8B)"),
+    "gzip": (__import__("gzip").compress(b'{"prompt": "How?", "response": "Sure."}\n'),
+             "a gzip-compressed file (magic bytes 1F 8B)"),
     "zip": (b"PK\x03\x04" + b"\x00" * 40, "a zip archive (magic bytes 50 4B 03 04)"),
 }
 

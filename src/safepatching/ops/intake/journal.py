@@ -65,12 +65,20 @@ class Journal:
                 os.replace(path, aside)
                 warn(f"intake: journal {path} unreadable ({e}); moved to {aside.name}, reconciling from the files")
                 entries = []
+            ignored = 0
             for e in entries:
                 why = self.refusal(e)
                 if why is None:
                     self.entries.append(e)
                 else:
+                    ignored += 1
                     warn(f"intake: journal entry ignored ({why}): {ascii(e)[:300]}")
+            if ignored:  # kept aside for a person, out of the next runs' way
+                aside = path.with_name(f"{path.name}.ignored-{int(time.time())}")
+                os.replace(path, aside)
+                self.save()
+                warn(f"intake: journal {path.name}: {ignored} entr{'y' if ignored == 1 else 'ies'} ignored; the "
+                     f"original is kept as {aside.name}")
 
     @staticmethod
     def well_formed(e: dict) -> bool:
