@@ -8,8 +8,8 @@ process; importing great_expectations costs ~3 s once, after that a batch valida
 The expectation suite is built in code from :class:`~safepatching.config.DataCfg`. Membership in the
 comparison sets (evaluation prompts, earlier batches) is precomputed into boolean helper columns that the
 suite then expects to be False: GX re-serialises an expectation's kwargs many times per run, so a value
-set of thousands of prompts made each batch ~4x slower (and its Data Docs page huge). Each expectation carries ``meta={"rule", "column"}`` so that a
-failure maps back to a named rule and the failing rows (ids and 1-based line numbers).
+set of thousands of prompts made each batch ~4x slower. Each expectation carries ``meta={"rule", "column"}``
+so that a failure maps back to a named rule and the failing rows (ids and 1-based line numbers).
 
 A file that cannot be read at all fails with rule ``malformed_file``, one over the caps with ``too_large`` /
 ``too_many_rows``; each failure names its rule, column, rows (ids and 1-based lines), the offending values and a

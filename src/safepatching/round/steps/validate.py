@@ -10,7 +10,7 @@ from ..layout import RoundLayout
 
 def validate(params: Params, layout: RoundLayout, log=print) -> dict:
     """Great Expectations checks of the round's batch against the eval splits and its lineage's earlier batches;
-    a failing batch raises ValidationFailed (report + Data Docs in data/quarantine/, the batch is not moved)."""
+    a failing batch raises ValidationFailed (report + HTML page in data/quarantine/, the batch is copied)."""
     from ...batches.expectations import check_batch
     from ...batches.quarantine import quarantine, save_report
     from ...evaluation.suite import suite_prompts
