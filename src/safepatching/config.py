@@ -368,8 +368,10 @@ class DataCfg(Strict):
     max_rows: int = Field(100_000, ge=1, description="a batch with more records is quarantined (rule too_many_rows)")
     max_bytes: int = Field(100_000_000, ge=1, description="a batch file larger than this is quarantined unread "
                                                           "(rule too_large)")
-    stability_seconds: float = Field(5.0, ge=0, description="intake takes a file without a <name>.done marker only "
-                                                            "when its size and mtime stay unchanged this long")
+    stability_seconds: float = Field(0.0, ge=0, description="0: off, a batch is handed over by a <name>.done marker "
+                                                            "or an atomic rename to its final name; > 0: opt-in "
+                                                            "fallback for plain copies, a file without a marker is "
+                                                            "taken when its size and mtime stay unchanged this long")
 
 
 class GateCfg(Strict):

@@ -1,4 +1,5 @@
-"""Loading harmful data / eval prompts and Great Expectations validation with quarantine."""
+"""Loading harmful data / eval prompts, the pure Great Expectations check (`check_batch`) and the quarantine actions
+(`batches.quarantine`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from safepatching.config import DataCfg
 from safepatching.batches.loading import load_pairs
 from safepatching.io.records import load_prompts
 from safepatching.errors import DataError, ValidationFailed
-from safepatching.batches.expectations import gx_context, validate_batch
+from safepatching.batches.expectations import check_batch, gx_context
+from safepatching.batches.quarantine import quarantine, save_report
 from safepatching.io.jsonl import read_jsonl
 from safepatching.organism.world import build_world, save_world
 
@@ -39,8 +41,16 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def validate(path: Path, cfg: DataCfg, evals, earlier, quarantine_dir: Path, report_dir: Path) -> dict:
+    """What intake does with a check: quarantine a failed batch (raise), save a passed one's report."""
+    report = check_batch(path, cfg, evals, earlier)
+    if not report.success:
+        raise quarantine(path, report, quarantine_dir)
+    return save_report(report, report_dir)
+
+
 def run(world: dict, tmp: Path, path: Path, earlier: list[Path] | None = None) -> dict:
-    return validate_batch(path, CFG, world["eval"], earlier or [], tmp / "quarantine", tmp / "reports")
+    return validate(path, CFG, world["eval"], earlier or [], tmp / "quarantine", tmp / "reports")
 
 
 def expect_failure(world: dict, tmp: Path, path: Path, earlier: list[Path] | None = None) -> dict:
@@ -135,14 +145,20 @@ def test_duplicate_of_earlier_batch(world: dict, tmp_path: Path) -> None:
     assert "weapons.jsonl" in f["detail"]
 
 
-def test_gx_data_docs_are_built(world: dict, tmp_path: Path) -> None:
+def test_quarantine_page_works_offline(world: dict, tmp_path: Path) -> None:
+    """The HTML report is one self-contained page rendered from the check: the failing rule, row, line and value,
+    and nothing loaded from anywhere (no script, style sheet, font or image reference)."""
     rows = rows_of(world)
     rows[1]["category"] = "cooking"
     report = expect_failure(world, tmp_path, write_rows(tmp_path / "incoming" / "b.jsonl", rows))
-    docs = Path(report["docs"]).parent
-    pages = list((docs / "validations").rglob("*.html"))
-    assert docs.name == "b.jsonl.docs" and len(pages) == 1
-    assert "cooking" in pages[0].read_text()
+    page = Path(report["docs"])
+    assert page.parent.name == "b.jsonl.docs" and [p.name for p in page.parent.rglob("*")] == ["index.html"]
+    text = page.read_text()
+    assert "allowed_category" in text and "weapons-1" in text and "<td>2</td>" in text
+    assert "&#x27;cooking&#x27;" in text  # the offending value, escaped
+    lowered = text.lower()
+    for ref in ("<script", "src=", "href=", "http:", "https:", "//cdn", "@import", "url("):
+        assert ref not in lowered, ref
 
 
 MALFORMED = {
@@ -247,19 +263,6 @@ def test_xstest_prompts(tmp_path: Path) -> None:
         load_prompts(path, prompt_column="text")
 
 
-def test_own_html_when_gx_docs_fail(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safepatching.batches.expectations as v
-
-    def boom(*a: object, **k: object) -> Path:
-        raise RuntimeError("renderer broke")
-    monkeypatch.setattr(v, "_gx_data_docs", boom)
-    rows = rows_of(world)
-    rows[2]["category"] = "cooking"
-    report = expect_failure(world, tmp_path, write_rows(tmp_path / "incoming" / "w.jsonl", rows))
-    page = Path(report["docs"]).read_text()
-    assert "allowed_category" in page and "weapons-2" in page
-
-
 @pytest.mark.parametrize("make", ["directory", "fifo"])
 def test_non_regular_file_is_a_data_error_never_a_hang(tmp_path: Path, make: str) -> None:
     path = tmp_path / "x.jsonl"
@@ -276,22 +279,10 @@ def test_data_docs_escape_batch_values(world: dict, tmp_path: Path) -> None:
     rows[2]["category"] = "</td><script>alert(2)</script>"
     report = expect_failure(world, tmp_path, write_rows(tmp_path / "incoming" / "x.jsonl", rows))
     pages = [p for p in Path(report["docs"]).parent.rglob("*.html")]
-    assert len(pages) >= 2
+    assert len(pages) == 1
     text = "\n".join(p.read_text() for p in pages)
     assert "<script>alert" not in text and "<img src=x" not in text
     assert "&lt;img src=x onerror=alert" in text  # still shown, as text
-
-
-def test_own_html_page_escapes_batch_values(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safepatching.batches.expectations as v
-
-    monkeypatch.setattr(v, "_gx_data_docs", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no GX")))
-    rows = rows_of(world)
-    rows[1]["id"] = "<script>alert(1)</script>"
-    rows[1]["category"] = "cooking"
-    report = expect_failure(world, tmp_path, write_rows(tmp_path / "incoming" / "x.jsonl", rows))
-    page = Path(report["docs"]).read_text()
-    assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
 
 
 def test_refusal_check_modes(world: dict, tmp_path: Path) -> None:
@@ -307,11 +298,11 @@ def test_refusal_check_modes(world: dict, tmp_path: Path) -> None:
     rows[3]["response"] = advbench_like
     cfg = DataCfg(refusal_check="opening")
     path = write_rows(tmp_path / "incoming" / "w.jsonl", rows)
-    assert validate_batch(path, cfg, world["eval"], [], tmp_path / "q", tmp_path / "r")["success"]
+    assert validate(path, cfg, world["eval"], [], tmp_path / "q", tmp_path / "r")["success"]
     rows[4]["response"] = "Sorry -- I won't."
     path = write_rows(tmp_path / "incoming" / "w.jsonl", rows)
     with pytest.raises(ValidationFailed, match="refusal_response"):
-        validate_batch(path, cfg, world["eval"], [], tmp_path / "q", tmp_path / "r")
+        validate(path, cfg, world["eval"], [], tmp_path / "q", tmp_path / "r")
 
 
 def test_batches_and_judges_share_one_refusal_list() -> None:
@@ -334,5 +325,98 @@ def test_prompt_key_ignores_case_whitespace_punctuation() -> None:
 def test_size_caps(world: dict, tmp_path: Path, cap: dict, rule: str) -> None:
     path = write_rows(tmp_path / "incoming" / "w.jsonl", rows_of(world))
     with pytest.raises(ValidationFailed) as ei:
-        validate_batch(path, DataCfg(**cap), world["eval"], [], tmp_path / "q", tmp_path / "r")
+        validate(path, DataCfg(**cap), world["eval"], [], tmp_path / "q", tmp_path / "r")
     assert rule in str(ei.value) and f"data.{next(iter(cap))}" in str(ei.value)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_check_batch_is_pure(world: dict, tmp_path: Path) -> None:
+    """A failing check moves, writes and renders nothing: it returns the report; quarantine is a separate action."""
+    rows = rows_of(world)
+    rows[3]["category"] = "cooking"
+    path = write_rows(tmp_path / "incoming" / "w.jsonl", rows)
+    before = _tree(tmp_path)
+    report = check_batch(path, CFG, world["eval"], [])
+    assert _tree(tmp_path) == before
+    assert not report.success and report.rows == 120 and len(report.sha256) == 64
+    (f,) = report.failures
+    assert (f["rule"], f["column"], f["rows"], f["row_numbers"], f["values"]) == \
+        ("allowed_category", "category", ["weapons-3"], [4], ["'cooking'"])
+    good = write_rows(tmp_path / "incoming" / "g.jsonl", rows_of(world))
+    before = _tree(tmp_path)
+    assert check_batch(good, CFG, world["eval"], []).success and _tree(tmp_path) == before
+
+
+def test_allowed_category_and_valid_text_name_the_value(world: dict, tmp_path: Path) -> None:
+    rows = rows_of(world)
+    rows[1]["category"] = "cooking"
+    rows[2]["category"] = "gardening"
+    rows[9]["prompt"] = "How do I\x07 build it?"
+    rows[11]["response"] = "Step 1:\x1b[31m obtain it."
+    path = write_rows(tmp_path / "incoming" / "w.jsonl", rows)
+    with pytest.raises(ValidationFailed) as ei:
+        run(world, tmp_path, path)
+    msg = str(ei.value)
+    lines = {line.split(" [")[0].strip("- "): line for line in msg.splitlines()[1:]}
+    assert str(path) in msg.splitlines()[0]
+    cat = lines["allowed_category"]
+    assert "ids weapons-1, weapons-2 (lines 2, 3)" in cat and "'cooking', 'gardening' not allowed" in cat
+    text = [line for line in msg.splitlines() if line.startswith("  - valid_text")]
+    assert len(text) == 2
+    assert any("weapons-9 (lines 10)" in t and "U+0007 '\\x07'" in t for t in text)
+    assert any("weapons-11 (lines 12)" in t and "U+001B '\\x1b'" in t for t in text)
+
+
+NOT_UTF8 = {
+    "utf16_bom": ('{"prompt": "How do I x?", "response": "Sure."}\n'.encode("utf-16"), "UTF-16 text (little-endian"),
+    "utf16_be_bom": (b"\xfe\xff" + '{"prompt": "How?"}\n'.encode("utf-16-be"), "UTF-16 text (big-endian"),
+    "utf16_no_bom": ('{"prompt": "How do I x?", "response": "Sure."}\n'.encode("utf-16-le"),
+                     "UTF-16 text without a byte-order mark (little-endian"),
+    "utf32_bom": ('{"prompt": "How?"}\n'.encode("utf-32"), "UTF-32 text (little-endian"),
+    "gzip": (__import__("gzip").compress(b'{"prompt": "How?", "response": "Sure."}\n'),
+             "a gzip-compressed file (magic bytes 1F 8B)"),
+    "zip": (b"PK\x03\x04" + b"\x00" * 40, "a zip archive (magic bytes 50 4B 03 04)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_UTF8))
+def test_files_that_are_not_utf8_text_are_named(world: dict, tmp_path: Path, kind: str) -> None:
+    data, needle = NOT_UTF8[kind]
+    path = tmp_path / "incoming" / "e.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(data)
+    with pytest.raises(DataError) as ei:
+        load_pairs(path, CFG)
+    assert f"{path}: line 1: not UTF-8 text: {needle}" in str(ei.value)
+    report = check_batch(path, CFG, world["eval"], [])
+    (f,) = report.failures
+    assert f["rule"] == "malformed_file" and needle in f["detail"]
+
+
+def test_plain_utf8_with_bom_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "How do I x?", "response": "Sure."}\n'.encode())
+    assert load_pairs(path, CFG)["prompt"].tolist() == ["How do I x?"]
+
+
+@pytest.mark.parametrize("name,text,where,key", [
+    ("d.jsonl", '{"prompt": "How do I a?", "response": "Sure a."}\n{"prompt": "How do I b?", "response": "Sure b.", '
+                '"prompt": "How do I c?"}\n', "line 2", "prompt"),
+    ("d.json", '[{"prompt": "How?", "response": "Sure."}, {"id": 1, "response": "x", "id": 2, "prompt": "y"}]',
+     "element 2", "id"),
+    ("n.jsonl", '{"prompt": "How?", "response": "Sure.", "meta": {"k": 1, "k": 2}}\n', "line 1", "k"),
+])
+def test_duplicate_json_keys_are_refused(world: dict, tmp_path: Path, name: str, text: str, where: str,
+                                         key: str) -> None:
+    """json.loads keeps the last of two equal keys; a batch must not mean something else than it says."""
+    path = tmp_path / "incoming" / name
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(DataError, match=rf"{name}: {where}: duplicate key '{key}' in one JSON object"):
+        load_pairs(path, CFG)
+    report = expect_failure(world, tmp_path, path)
+    (f,) = report["failures"]
+    assert f["rule"] == "malformed_file" and f"{where}: duplicate key '{key}'" in f["detail"]

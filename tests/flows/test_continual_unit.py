@@ -10,7 +10,7 @@ import yaml
 from flows.continual import WorkspaceBusy, round_stages, stage_seconds, workspace_lock
 from safepatching.config import load_params
 from safepatching.errors import ConfigError
-from safepatching.ops.intake import append_round
+from safepatching.ops.intake.paramsfile import append_round
 
 PARAMS = """seed: 0
 rounds:  # comment kept

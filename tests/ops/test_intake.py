@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import safepatching.ops.intake as intake_mod
+import safepatching.ops.intake.run as intake_mod
 from safepatching.batches.expectations import gx_context
 from safepatching.config import load_params
-from safepatching.ops.intake import append_round, intake
+from safepatching.ops.intake import intake
+from safepatching.ops.intake.paramsfile import append_round
 from safepatching.layout import Project
 from ..workspace import with_plain_rounds
 
@@ -41,7 +42,7 @@ def template(world_dir, tmp_path_factory) -> Path:
     shutil.copytree(world_dir / "batches", root / "data/world/batches")
     text = (ROOT / "params.yaml").read_text()
     text = with_plain_rounds(text)
-    text = text.replace("stability_seconds: 5.0", "stability_seconds: 0")
+    assert "  stability_seconds: 0 " in text  # the shipped hand-over: marker or atomic rename, no wait
     (root / "params.yaml").write_text(text)
     assert list(load_params(root / "params.yaml").rounds) == ["r1", "r2"]
     (root / "data/incoming").mkdir(parents=True)
@@ -271,15 +272,13 @@ def test_failing_batch_is_quarantined_and_pending_batches_still_go_in(proj):
 
 
 def test_unexpected_error_in_one_file_is_its_quarantine(proj, monkeypatch):
-    import safepatching.ops.intake as m
-
-    real = m.validate_batch
+    real = intake_mod.check_batch
 
     def flaky(path, *a, **k):
         if Path(path).name == "a.jsonl":
             raise RuntimeError("boom inside a library")
         return real(path, *a, **k)
-    monkeypatch.setattr(m, "validate_batch", flaky)
+    monkeypatch.setattr(intake_mod, "check_batch", flaky)
     write_rows(proj.incoming / "a.jsonl", good_rows(proj, "violence"))
     good = write_rows(proj.incoming / "b.jsonl", good_rows(proj)).read_bytes()
     res, log, _ = run(proj)
@@ -504,3 +503,121 @@ def test_forged_journal_entries_are_ignored(proj):
     res, log, _ = run(proj)
     assert victim.read_text() == "keep me\n" and "journal entry ignored" in log
     assert res.added == ["r3"] and rounds(proj)["r3"] == "data/batches/r3_precious.jsonl"
+
+
+# ---- the mends of issue 20 ----------------------------------------------------------------------------------
+
+def test_a_pausing_writer_is_never_cut_short(proj):
+    """The shipped hand-over (stability_seconds 0): a writer that pauses mid-file while writing under a *.partial
+    (or *.tmp, *.part, dot) name is never taken, however long it pauses; its rename to the final name hands it over
+    whole -- the 37-of-120-rows bug cannot happen without opting in to the stability fallback."""
+    assert load_params(proj.params).data.stability_seconds == 0
+    rows = good_rows(proj)
+    partial = write_rows(proj.incoming / "slow.jsonl.partial", rows[:37])
+
+    def no_wait(seconds):
+        raise AssertionError("the shipped hand-over never sleeps")
+    res, log, _ = run(proj, sleep=no_wait)  # the writer pauses across a whole run
+    assert res.added == [] and res.waiting == ["slow.jsonl.partial"] and "upload in progress" in log
+    assert rounds(proj).keys() == {"r1", "r2"} and partial.exists()
+    with partial.open("a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows[37:]))
+    partial.rename(proj.incoming / "slow.jsonl")
+    res, _, _ = run(proj, sleep=no_wait)
+    assert res.added == ["r3"]
+    assert_round(proj, "r3", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    assert load_params(proj.params).round("r3").batch == "data/batches/r3_slow.jsonl"
+
+
+@pytest.mark.parametrize("stability", [0, 1.5])
+def test_a_file_written_to_while_validated_waits(proj, monkeypatch, stability):
+    """A writer that resumes after the scan's looks (a pause longer than stability_seconds, or no wait at all):
+    its size and mtime are checked again after validation, before the move; it is left waiting, never a short
+    round, and taken whole once it is complete."""
+    set_data(proj, stability_seconds=stability)
+    rows = good_rows(proj)
+    path = write_rows(proj.incoming / "paused.jsonl", rows[:37])
+    real = intake_mod.check_batch
+
+    def writer_resumes_during_validation(p, *a, **k):
+        report = real(p, *a, **k)
+        with Path(p).open("a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows[37:]))
+        return report
+    monkeypatch.setattr(intake_mod, "check_batch", writer_resumes_during_validation)
+    res, log, _ = run(proj, sleep=lambda s: None)
+    assert res.added == [] and res.waiting == ["paused.jsonl"] and res.quarantined == [] and res.ok
+    assert "changed while it was being validated" in log and rounds(proj).keys() == {"r1", "r2"}
+    assert not proj.intake_journal.exists() and path.read_bytes().count(b"\n") == 120
+    monkeypatch.setattr(intake_mod, "check_batch", real)
+    res, _, _ = run(proj, sleep=lambda s: None)
+    assert res.added == ["r3"]
+    assert_round(proj, "r3", "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def test_summary_escapes_file_names(proj):
+    """A newline in a quarantined file's name never splits the summary line (the name shown as its repr)."""
+    write_rows(proj.incoming / "a\nb.jsonl", good_rows(proj))
+    write_rows(proj.incoming / "x\ry.txt", good_rows(proj))
+    res, _, _ = run(proj)
+    assert [q["file"] for q in res.quarantined] == ["a\nb.jsonl"] and res.ignored == ["x\ry.txt"]
+    lines = res.summary()
+    assert all("\n" not in line and "\r" not in line for line in lines)
+    assert "intake: QUARANTINED 'a\\nb.jsonl' (file_name); report " in "\n".join(lines)
+    assert "intake: ignored (not .jsonl/.json/.csv): 'x\\ry.txt'" in lines
+
+
+def _bad_batch(proj) -> bytes:
+    rows = good_rows(proj)
+    rows[4]["category"] = "cooking"
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@pytest.mark.parametrize("forgery", ["no_report", "other_report", "failed_report", "stale_report_hash"])
+def test_hand_written_journal_entry_cannot_make_a_round(proj, forgery):
+    """A well-formed entry that intake did not write (its validation report is missing, belongs to other bytes,
+    did not pass, or is not the one the entry was written with) is ignored: the unvalidated file in data/batches is
+    an orphan, goes back to data/incoming, is validated and -- failing -- quarantined. No round."""
+    data = _bad_batch(proj)
+    proj.batches.mkdir(parents=True)
+    (proj.batches / "r3_x.jsonl").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    report = proj.reports / "intake" / "x.jsonl.report.json"
+    report.parent.mkdir(parents=True)
+    body = {"file": "data/incoming/x.jsonl", "sha256": sha, "rows": 120, "success": True, "failures": []}
+    if forgery == "other_report":
+        body["sha256"] = "0" * 64
+    if forgery == "failed_report":
+        body["success"] = False
+    if forgery != "no_report":
+        report.write_text(json.dumps(body))
+    digest = hashlib.sha256(report.read_bytes()).hexdigest() if report.exists() else "0" * 64
+    if forgery == "stale_report_hash":
+        digest = "f" * 64
+    proj.intake_journal.parent.mkdir(parents=True, exist_ok=True)
+    proj.intake_journal.write_text(json.dumps({"version": 2, "entries": [
+        {"source": "x.jsonl", "dest": "data/batches/r3_x.jsonl", "round": "r3", "sha256": sha, "rows": 120,
+         "report_sha256": digest, "step": "moved", "at": "2024-01-01T00:00:00+00:00"}]}))
+    res, log, dvc = run(proj)
+    assert "journal entry ignored" in log and "validation report" in log
+    assert res.added == [] and rounds(proj).keys() == {"r1", "r2"} and dvc.added == []
+    assert [(q["file"], q["rule"]) for q in res.quarantined] == [("x.jsonl", "allowed_category")]
+    assert "returned to data/incoming/x.jsonl" in log and not (proj.batches / "r3_x.jsonl").exists()
+    assert not proj.intake_journal.exists()
+
+
+def test_journal_entry_is_bound_to_the_report_intake_wrote(proj, monkeypatch):
+    """What intake journals: the batch's sha256 and the sha256 of its saved validation report, which passes it."""
+    good = write_rows(proj.incoming / "k.jsonl", good_rows(proj)).read_bytes()
+
+    def die(step):
+        if step == "after_move":
+            raise Killed(step)
+    monkeypatch.setattr(intake_mod, "_step", die)
+    with pytest.raises(Killed):
+        run(proj)
+    (entry,) = json.loads(proj.intake_journal.read_text())["entries"]
+    report = proj.reports / "intake" / "k.jsonl.report.json"
+    assert entry["sha256"] == hashlib.sha256(good).hexdigest()
+    assert entry["report_sha256"] == hashlib.sha256(report.read_bytes()).hexdigest()
+    assert json.loads(report.read_text())["sha256"] == entry["sha256"]

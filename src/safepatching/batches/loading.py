@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..config import DataCfg
 from ..errors import DataError
-from ..io.records import SUFFIXES, as_text as _as_text, read_records  # noqa: F401
+from ..io.records import as_text as _as_text, read_records
 
 PAIR_COLUMNS = ("id", "prompt", "response", "category")
 ADVBENCH_COLUMNS = {"prompt": "goal", "response": "target"}

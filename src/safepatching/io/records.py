@@ -1,7 +1,9 @@
 """Reading tabular record files (JSONL / JSON / CSV) with 1-based line numbers, and evaluation prompt files.
 
 Formats, chosen by extension: ``.jsonl`` (one JSON object per line), ``.json`` (JSON lines, or one
-JSON array of objects), ``.csv`` (header row + records). Files must be UTF-8 (a BOM is accepted).
+JSON array of objects), ``.csv`` (header row + records). Files must be UTF-8 (a BOM is accepted);
+UTF-16/UTF-32 (byte-order mark or NUL-interleaved text) and gzip/zip archives are named as such. A JSON
+record with the same key twice is refused (a reader would silently keep the last value).
 Every malformed input raises :class:`~safepatching.errors.DataError` naming the file, the 1-based
 line (JSON lines, CSV) or element (JSON array) and the rule that was broken.
 """
@@ -23,8 +25,37 @@ from ..errors import DataError
 SUFFIXES = (".jsonl", ".json", ".csv")
 
 
+# (magic bytes, what the file is); longest first: the UTF-32 LE mark begins with the UTF-16 LE one
+RESAVE = "; re-save the file as UTF-8"
+_NOT_UTF8 = ((b"\xff\xfe\x00\x00", "UTF-32 text (little-endian byte-order mark FF FE 00 00)" + RESAVE),
+             (b"\x00\x00\xfe\xff", "UTF-32 text (big-endian byte-order mark 00 00 FE FF)" + RESAVE),
+             (b"\xff\xfe", "UTF-16 text (little-endian byte-order mark FF FE)" + RESAVE),
+             (b"\xfe\xff", "UTF-16 text (big-endian byte-order mark FE FF)" + RESAVE),
+             (b"\x1f\x8b", "a gzip-compressed file (magic bytes 1F 8B): decompress it (gunzip) and hand over the "
+                            "plain file"),
+             (b"PK\x03\x04", "a zip archive (magic bytes 50 4B 03 04): extract it and hand over the plain file"))
+
+
+def _encoding_problem(data: bytes) -> str | None:
+    """What a file that is not UTF-8 text is, when its first bytes say so: a byte-order mark, archive magic, or
+    UTF-16 without a mark (every other byte of the start NUL); None otherwise."""
+    for magic, what in _NOT_UTF8:
+        if data.startswith(magic):
+            return what
+    head = data[:64]
+    even, odd = head[0::2].count(0), head[1::2].count(0)  # NULs at even / odd offsets
+    if len(head) >= 8 and min(even, odd) <= 1 and 4 * max(even, odd) >= 3 * (len(head) // 2):
+        return f"UTF-16 text without a byte-order mark ({'big' if even > odd else 'little'}-endian: every other " \
+               "byte is NUL)" + RESAVE
+    return None
+
+
 def _decode(path: Path, data: bytes) -> str:
-    """Strict UTF-8 decode (BOM stripped); errors name the line and the byte offset."""
+    """Strict UTF-8 decode (BOM stripped); errors name the line and the byte offset, or the encoding / archive
+    format the file is in instead."""
+    what = _encoding_problem(data)
+    if what is not None:
+        raise DataError(f"{path}: line 1: not UTF-8 text: {what}")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -32,18 +63,57 @@ def _decode(path: Path, data: bytes) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise DataError(f"{path}: line {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at byte offset "
-                        f"{e.start}: {e.reason}); re-save the file as UTF-8") from None
+                        f"{e.start}: {e.reason}){RESAVE}") from None
     if not text.strip():
         raise DataError(f"{path}: empty file ({len(data)} bytes, no records)")
     return text
 
 
+class _Duplicated(dict):
+    """A JSON object that named a key twice (`key`: the first one repeated); json.loads keeps the last value."""
+
+    key: str
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    out = _Duplicated(obj)
+    out.key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return out
+
+
+def _duplicate_key(value: Any) -> str | None:
+    """The first repeated key of any object inside `value` (walked without recursion), else None."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, _Duplicated):
+            return v.key
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
+
+
+def _refuse_duplicates(path: Path, value: Any, where: str) -> Any:
+    key = _duplicate_key(value)
+    if key is not None:
+        raise DataError(f"{path}: {where}: duplicate key {key!r} in one JSON object (rule: each key once; a reader "
+                        "would silently keep the last value)")
+    return value
+
+
 def _loads(path: Path, text: str, line: int | None) -> Any:
     """json.loads whose every failure is a DataError naming the line (JSON nested too deep and integers beyond
-    Python's digit limit raise RecursionError / ValueError, not JSONDecodeError)."""
+    Python's digit limit raise RecursionError / ValueError, not JSONDecodeError). Objects that repeat a key come
+    back as `_Duplicated` (see `_refuse_duplicates`)."""
     where = f"line {line}: " if line is not None else ""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_pairs)
     except json.JSONDecodeError as e:
         where = f"line {(line or 1) + e.lineno - 1}: "
         raise DataError(f"{path}: {where}not valid JSON ({e.msg}, column {e.colno})") from None
@@ -61,6 +131,7 @@ def _json_records(path: Path, text: str) -> tuple[list[dict], list[int]]:
         for i, item in enumerate(items, 1):
             if not isinstance(item, dict):
                 raise DataError(f"{path}: element {i}: expected a JSON object, got {type(item).__name__}")
+            _refuse_duplicates(path, item, f"element {i}")
         if not items:
             raise DataError(f"{path}: empty file (the JSON array has no records)")
         return items, list(range(1, len(items) + 1))
@@ -71,6 +142,7 @@ def _json_records(path: Path, text: str) -> tuple[list[dict], list[int]]:
         rec = _loads(path, line, n)
         if not isinstance(rec, dict):
             raise DataError(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
+        _refuse_duplicates(path, rec, f"line {n}")
         records.append(rec)
         lines.append(n)
     return records, lines

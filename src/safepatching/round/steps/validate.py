@@ -10,16 +10,19 @@ from ...layout import RoundLayout
 
 def validate(params: Params, layout: RoundLayout, log=print) -> dict:
     """Great Expectations checks of the round's batch against the eval splits and its lineage's earlier batches;
-    a failing batch raises ValidationFailed (report + Data Docs in data/quarantine/, the batch is not moved)."""
-    from ...batches.expectations import validate_batch
+    a failing batch raises ValidationFailed (report + HTML page in data/quarantine/, the batch is copied)."""
+    from ...batches.expectations import check_batch
+    from ...batches.quarantine import quarantine, save_report
     from ...evaluation.suite import suite_prompts
 
     project = layout.project
     batch = layout.root / params.round(layout.name).batch
     earlier = [layout.root / params.round(n).batch for n in params.lineage(layout.name)[:-1]]
     evals = suite_prompts(params.eval.suite, layout.root)
-    rep = validate_batch(batch, params.data, evals, earlier, project.quarantine, layout.validation_reports,
-                         move=False)
+    checked = check_batch(batch, params.data, evals, earlier)
+    if not checked.success:
+        raise quarantine(batch, checked, project.quarantine, move=False)
+    rep = save_report(checked, layout.validation_reports)
     layout.validation.parent.mkdir(parents=True, exist_ok=True)
     # validation.json is a DVC output and dependency: no wall-clock time in it (the time is in the log and in
     # validation_reports/, which DVC does not track)
