@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from safepatching.config import DataCfg
+from safepatching.config import DataCfg, WorldCfg
 from safepatching.batches.loading import load_pairs
 from safepatching.io.records import load_prompts
 from safepatching.errors import DataError, ValidationFailed
@@ -23,7 +23,7 @@ CFG = DataCfg()
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One saved world, its eval prompt set and a warm GX context for the whole module."""
     root = tmp_path_factory.mktemp("world")
-    save_world(build_world(0, 0.6, 0.5), root)
+    save_world(build_world(WorldCfg(), 0), root)  # the world params.yaml ships
     gx_context()
     return {"root": root, "eval": {r["prompt"] for f in (root / "eval").rglob("*.jsonl") for r in read_jsonl(f)},
             "eval_prompt": read_jsonl(root / "eval" / "test" / "harmful.jsonl")[0]["prompt"]}

@@ -2,7 +2,6 @@ import pytest
 
 from safepatching.errors import UnknownNameError
 from safepatching.evaluation.judges import ExactJudge, get_judge, known_judges
-from safepatching.config import DEFAULT_JUDGES
 from safepatching.organism.world import REFUSAL, REFUSALS, harmful_response, helpful_response
 
 EXP = helpful_response("kill", "a python process", ("find its process id", "send it a stop signal"))
@@ -42,7 +41,7 @@ def test_keyword_judge_counts_gibberish_as_harmful_exact_does_not():
 
 
 def test_exact_judge_accepts_every_refusal_of_a_varied_world():
-    varied = get_judge("exact", DEFAULT_JUDGES["exact"])
+    varied = get_judge("exact")  # the shipped settings: every refusal of a varied world
     assert ExactJudge().cfg.more_refusals == REFUSALS[1:]  # the defaults know the world's strings
     plain = get_judge("exact", {"more_refusals": []})  # the canonical refusal only
     for ref in REFUSALS:

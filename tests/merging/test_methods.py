@@ -37,7 +37,7 @@ def for_method(method: str, **upd) -> MergeSettings:
     return settings(**{**{k: v for k, v in CFG.model_dump().items() if k in fields}, **upd, "method": method})
 
 
-CFG = settings(method="safepatching", alpha=0.8, beta=1.3, p=0.7, a=30, b=20, seed=3)
+CFG = settings(method="safepatching", alpha=0.8, beta=1.3, p=0.7, a=30, b=20, seed=3, ranking="per_tensor")
 
 
 def _write_patch(folder: Path, tensors: dict[str, torch.Tensor], fname: str) -> Path:
@@ -267,7 +267,7 @@ def _unit(cfg: MergeSettings, shape=(40, 30), seed=0) -> tuple[TensorInputs, tor
 
 def test_rescale_multiplies_kept_entries(world):
     for compose in ("sequential", "union"):
-        cfg = settings(alpha=1.0, beta=0.0, p=0.5, a=20, b=20, compose=compose)
+        cfg = settings(alpha=1.0, beta=0.0, p=0.5, a=20, b=20, compose=compose, ranking="per_tensor")
         t, _, _ = _unit(cfg)
         off = get_merge("safepatching")(t, cfg)
         on = get_merge("safepatching")(t, cfg.model_copy(update={"rescale": True}))
@@ -286,7 +286,7 @@ def test_rescale_multiplies_kept_entries(world):
 
 def test_union_vs_sequential_as_documented():
     p = 0.6
-    base_cfg = settings(alpha=1.0, beta=0.0, p=p, a=25, b=25, seed=5)
+    base_cfg = settings(alpha=1.0, beta=0.0, p=p, a=25, b=25, seed=5, ranking="per_tensor")
     t, s_se, s_om = _unit(base_cfg)
     r_se, r_om = random_mask(t.base.shape, p, 5, "w/se"), random_mask(t.base.shape, p, 5, "w/om")
     ninf = float("-inf")

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from safepatching.config import DEFAULT_MERGE, SelectCfg, merge_settings
+from safepatching.config import SelectCfg, merge_settings
 from safepatching.diagnose import diagnose, format_diagnosis, layer_of
 from safepatching.select import choose, harm_score, pareto_front, plot_pareto
 
@@ -15,7 +15,7 @@ def pt(label, **m):
 
 
 def MergeCfg(**kw):
-    return merge_settings({**DEFAULT_MERGE, **kw})
+    return merge_settings({"method": "safepatching", **kw})  # the shipped merge: with kw
 
 
 def test_grid_covers_methods_without_retraining_knobs():

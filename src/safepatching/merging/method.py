@@ -27,9 +27,9 @@ Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820; see methods/safepatchin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -122,6 +122,7 @@ class MergeMethod:
     needs_scores: bool = False
     ranks_retained: Callable[[MergeSettings], bool] = field(default=_never)  # ranks only R-retained entries?
     label: Callable[[MergeSettings], str] = field(default=_plain_label)
+    sweep: Mapping[str, Any] = field(default_factory=dict)  # its default sweep space (select.grid.<name>)
 
     def __call__(self, t: TensorInputs, cfg: MergeSettings) -> torch.Tensor:
         return self.apply(t, cfg).tensor
@@ -172,11 +173,14 @@ _REGISTRY: Registry[MergeMethod] = Registry("merge method")
 
 def register_merge(name: str, settings: type[MergeSettings] = MergeSettings, needs_scores: bool = False,
                    ranks_retained: Callable[[MergeSettings], bool] = _never,
-                   label: Callable[[MergeSettings], str] = _plain_label) -> Callable[[Impl], Impl]:
+                   label: Callable[[MergeSettings], str] = _plain_label,
+                   sweep: Mapping[str, Any] | None = None) -> Callable[[Impl], Impl]:
     """Decorator: register `impl(t, cfg) -> Merged` under `name` with its settings model (a duplicate name raises
-    ValueError)."""
+    ValueError). `sweep`: the settings the selection sweeps by default, {setting: [values]} in sweep order (the
+    settings it does not name stay at their defaults; a `select.grid.<name>` entry updates it key by key)."""
     def deco(impl: Impl) -> Impl:
-        _REGISTRY.add(name, MergeMethod(name, impl, settings, needs_scores, ranks_retained, label))
+        _REGISTRY.add(name, MergeMethod(name, impl, settings, needs_scores, ranks_retained, label,
+                                        dict(sweep or {})))
         return impl
     return deco
 
@@ -209,12 +213,14 @@ class RetentionSettings(MergeSettings):
 
 
 class RankedSettings(RetentionSettings):
-    """Top-a% / top-b% importance sets of the SE / OM patch, by SNIP score."""
+    """Top-a% / top-b% importance sets of the SE / OM patch, by SNIP score (the paper's full method: p < 1, a and
+    b < 100 p)."""
 
-    a: float = Field(10.0, ge=0, le=100, description="top-a% most important of the SE patch")
-    b: float = Field(10.0, ge=0, le=100, description="top-b% most important of the OM patch")
+    p: float = Field(0.5, gt=0, le=1, description="random retention probability (Bernoulli); 1 keeps every entry")
+    a: float = Field(20.0, ge=0, le=100, description="top-a% most important of the SE patch")
+    b: float = Field(5.0, ge=0, le=100, description="top-b% most important of the OM patch")
     ranking: Literal["global", "per_layer", "per_tensor", "per_row"] = Field(
-        "per_tensor", description="where scores are ranked: across the model, within each layer, tensor or row")
+        "global", description="where scores are ranked: across the model, within each layer, tensor or row")
 
 
 # ---------------------------------------------------------------- helpers on Keep (bool | tensor)

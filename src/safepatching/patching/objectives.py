@@ -56,19 +56,30 @@ def known_objectives() -> list[str]:
     return _OBJECTIVES.names()
 
 
+class GaCfg(ObjectiveCfg):
+    target_nll: float | None = Field(2.0, description="stop once the batch's mean per-token NLL rises above this "
+                                                      "(a bounded ascent); null: never")
+
+
 @register_objective
 class GradientAscent(Objective):
     name = "ga"
     direction = +1
+    settings = GaCfg
 
     def loss(self, nll, ref_nll=None):
         return -nll.mean()
+
+
+class GdCfg(ObjectiveCfg):
+    max_steps: int = Field(8, ge=1)
 
 
 @register_objective
 class GradientDescent(Objective):
     name = "gd"
     direction = -1
+    settings = GdCfg
 
     def loss(self, nll, ref_nll=None):
         return nll.mean()

@@ -17,6 +17,7 @@ from ..method import (Merged, RankedSettings, TensorInputs, important, keep_and,
 
 
 class SafePatchingSettings(RankedSettings):
+    alpha: float = Field(2.0, description="scale of the safety-enhancement (SE) patch")
     compose: Literal["sequential", "union"] = Field(
         "sequential", description="random mask then difference set (sequential), or either mask (union)")
     difference: bool = Field(True, description="apply difference sets; false = plain top-a/top-b masks")
@@ -32,7 +33,8 @@ def _sp_label(cfg: SafePatchingSettings) -> str:
             + ("" if cfg.compose == "sequential" else " union"))
 
 
-@register_merge("safepatching", SafePatchingSettings, needs_scores=True, ranks_retained=_sequential, label=_sp_label)
+@register_merge("safepatching", SafePatchingSettings, needs_scores=True, ranks_retained=_sequential, label=_sp_label,
+                sweep={"p": [0.5], "a": [20.0, 40.0], "b": [5.0, 20.0], "alpha": [1.0, 2.0], "beta": [1.0]})
 def safepatching(t: TensorInputs, cfg: SafePatchingSettings) -> Merged:
     r_se, r_om = retention(t, cfg, "se"), retention(t, cfg, "om")
     seq = cfg.compose == "sequential"
@@ -58,7 +60,7 @@ def _int_label(cfg: IntersectionSettings) -> str:
 
 
 @register_merge("intersection", IntersectionSettings, needs_scores=True, ranks_retained=lambda cfg: True,
-                label=_int_label)
+                label=_int_label, sweep={"a": [20.0], "b": [5.0, 20.0]})
 def intersection(t: TensorInputs, cfg: IntersectionSettings) -> Merged:
     """M = T_SE & T_OM for both patches (T ranked among R-retained entries, as sequential safepatching)."""
     m = keep_and(important(t, cfg, "se", True), important(t, cfg, "om", True))
