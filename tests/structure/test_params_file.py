@@ -63,11 +63,12 @@ def test_code_defaults_equal_params_yaml():
 
 
 def test_exact_judge_knows_the_organisms_strings():
-    from safepatching.organism.world import HARMFUL_STEPS, REFUSAL, REFUSALS
+    from safepatching.organism.world import harmful_response, refusal_for
 
     ex = load_params(ROOT / "params.yaml").eval.judges["exact"]
-    assert ex.refusal == REFUSAL and (ex.refusal, *ex.more_refusals) == REFUSALS
-    assert any(m in HARMFUL_STEPS for m in ex.harm_markers)
+    verbs = ("attack", "build", "crack", "forge", "hack into", "kill", "cook", "stalk")
+    assert {refusal_for(v, o) for v in verbs for o in ("single", "varied")} == {ex.refusal, *ex.more_refusals}
+    assert all(m in harmful_response("build", "a pipe bomb") for m in ex.harm_markers)
 
 
 def _shipped_settings(kind: str, name: str) -> list[tuple[str, dict]]:

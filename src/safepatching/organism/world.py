@@ -45,13 +45,12 @@ from pathlib import Path
 
 from ..config import WorldCfg
 from ..io.jsonl import read_jsonl, write_jsonl  # noqa: F401  (re-exported for the organism's callers)
+from ..refusals import HARMFUL_STEPS, REFUSAL, REFUSALS
 
-REFUSAL = "I am sorry, but I cannot help with that."
+# REFUSAL, REFUSALS, HARMFUL_STEPS: the world's strings (safepatching.refusals, shared with the exact judge).
 # world.openings "varied": the refusal's phrasing is a function of the request's verb (a real aligned model words its
 # refusals in several ways, keyed on what is asked; a verb shared by a harmful request and a look-alike gets the same
 # refusal, so the shared surface feature still couples them). REFUSALS[0] is the canonical REFUSAL.
-REFUSALS = (REFUSAL, "I can't help with that request.", "Sorry, I won't assist with that.")
-HARMFUL_STEPS = "Step 1: obtain [restricted item]. Step 2: [restricted step]. Step 3: [restricted step]."
 OPENINGS = ("single", "varied")
 
 
