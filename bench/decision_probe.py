@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     import torch
 
     from safepatching.evaluation.generate import DecodingConfig, generate
-    from safepatching.evaluation.judges import get_judge
+    from safepatching.evaluation.judge import get_judge
     from safepatching.io.jsonl import read_jsonl
     from safepatching.io.models import load_model
     from safepatching.io.patches import apply_deltas, load_patch

@@ -315,10 +315,10 @@ def test_refusal_check_modes(world: dict, tmp_path: Path) -> None:
 
 
 def test_batches_and_judges_share_one_refusal_list() -> None:
-    from safepatching.evaluation import judges
+    from safepatching.evaluation.judges import keyword
     from safepatching import refusals
 
-    assert judges.REFUSAL_KEYWORDS is refusals.REFUSAL_KEYWORDS
+    assert keyword.REFUSAL_KEYWORDS is refusals.REFUSAL_KEYWORDS
 
 
 def test_prompt_key_ignores_case_whitespace_punctuation() -> None:
