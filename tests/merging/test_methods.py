@@ -490,3 +490,45 @@ def test_per_layer_ranking_keeps_a_share_of_every_layer(world):
     assert kept["global"]["L00"] < 0.01 * total["L00"] < kept["global"]["L01"]
     for layer, n in total.items():  # (entries whose delta is exactly 0 cannot show: at most a% of each layer)
         assert 0.9 * keep_count(CFG.a, n) <= kept["per_layer"][layer] <= keep_count(CFG.a, n)
+
+
+def test_a_method_declares_its_own_prepass(world, tmp_path):
+    """The engine runs the whole-model prepass a method declares, whatever its settings model: a score-using method
+    whose settings have no a/b/ranking merges, and one declaring global thresholds gets exactly those thresholds."""
+    from safepatching.merging.method import _REGISTRY, Merged, Prepass, combine, given
+
+    class TopSettings(MergeSettings):
+        top: float = 30.0
+
+    def impl(t: TensorInputs, cfg: TopSettings) -> Merged:  # keep the SE entries scoring at least the threshold
+        if t.p_se is None:
+            return Merged(combine(t.base, [(cfg.beta, given(t.p_om))]), False, t.p_om is not None)
+        keep = t.cut(t.whole.mask("top", lambda: t.whole.load("s_se").float() >= t.thr_se))
+        return Merged(combine(t.base, [(cfg.alpha, lambda: where0(keep, t.p_se.float())), (cfg.beta, given(t.p_om))]),
+                      keep, t.p_om is not None)
+
+    def plain(t: TensorInputs, cfg: TopSettings) -> Merged:
+        return Merged(combine(t.base, [(cfg.alpha, given(t.p_se)), (cfg.beta, given(t.p_om))]), t.p_se is not None,
+                      t.p_om is not None)
+
+    register_merge("test_top", TopSettings, needs_scores=True,
+                   prepass=lambda cfg: Prepass({"se": cfg.top, "om": cfg.top}, None, lambda n, s, side: s, 0))(impl)
+    register_merge("test_no_prepass", TopSettings, needs_scores=True)(plain)
+    try:
+        top = merge_settings({"method": "test_top", "top": 30.0})
+        man = _stream(world, tmp_path / "top", top)
+        want = {side: global_threshold(((n, s) for n, s in sorted(world[f"s_{side}"].items())), 30.0,
+                                       total=sum(s.numel() for s in world[f"s_{side}"].values()), seed=0)
+                for side in ("se", "om")}
+        assert man["thresholds"] == want
+        # the same as safepatching's global SE set at p = 1 (no random retention), b = 0 (no OM mask) ...
+        kept = sum(int((s >= want["se"]).sum()) for s in world["s_se"].values())
+        assert man["stats"]["se"]["kept"] == kept == keep_count(30.0, sum(s.numel() for s in world["s_se"].values()))
+        assert _same(load_state_dict(tmp_path / "top"), _mem(world, top))
+        plain = merge_settings({"method": "test_no_prepass"})
+        assert _stream(world, tmp_path / "plain", plain)["thresholds"] == {"se": None, "om": None}
+        ta = merge_settings({"method": "task_arithmetic"})
+        assert _same(load_state_dict(tmp_path / "plain"), _mem(world, ta))
+    finally:
+        _REGISTRY._items.pop("test_top", None)
+        _REGISTRY._items.pop("test_no_prepass", None)
