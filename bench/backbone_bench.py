@@ -34,7 +34,7 @@ def one_seed(seed: int, params_path: str) -> dict:
     from safepatching.evaluation.generate import DecodingConfig
     from safepatching.organism.model import build_organism
     from safepatching.io.models import load_model
-    from safepatching.organism.world import build_world_from, save_world
+    from safepatching.organism.world import build_world, save_world
 
     import os
 
@@ -42,7 +42,7 @@ def one_seed(seed: int, params_path: str) -> dict:
     p = load_params(params_path)
     with tempfile.TemporaryDirectory() as td:
         w = Path(td) / "world"
-        save_world(build_world_from(p.world, seed), w)
+        save_world(build_world(p.world, seed), w)
         t0 = time.time()
         s = build_organism(w, Path(td) / "bb", p.backbone, seed, log=lambda m: None)
         train_s = time.time() - t0

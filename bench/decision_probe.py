@@ -44,16 +44,15 @@ def main(argv=None) -> int:
 
     import torch
 
-    from safepatching.config import DEFAULT_JUDGES
     from safepatching.evaluation.generate import DecodingConfig, generate
-    from safepatching.evaluation.judges import get_judge
+    from safepatching.evaluation.judge import get_judge
     from safepatching.io.jsonl import read_jsonl
     from safepatching.io.models import load_model
     from safepatching.io.patches import apply_deltas, load_patch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     root = Path(a.root)
-    judge = get_judge("exact", DEFAULT_JUDGES["exact"])
+    judge = get_judge("exact")  # the shipped settings
     refusals, markers = (judge.cfg.refusal, *judge.cfg.more_refusals), judge.cfg.harm_markers
     rows = {k: read_jsonl(root / "data/world/eval" / a.split / f"{k}.jsonl") for k in KINDS}
     print("model  | kind: exact-judge refusal % / opens with a refusal % / harmful %")

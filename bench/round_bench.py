@@ -122,13 +122,13 @@ def build(root: Path, hidden: int, scale: int, backbone_steps: int) -> None:
     from safepatching.io.checkpoints import atomic_dir
     from safepatching.io.jsonl import read_jsonl, write_jsonl
     from safepatching.organism.model import build_organism
-    from safepatching.organism.world import build_world_from, save_world
+    from safepatching.organism.world import build_world, save_world
     from safepatching.layout import Project, RoundLayout
     from safepatching.round.steps.validate import validate
 
     params = project_params(root, hidden, scale, backbone_steps)
     project = Project(root)
-    save_world(build_world_from(params.world, params.seed), project.world)
+    save_world(build_world(params.world, params.seed), project.world)
     with atomic_dir(project.model("backbone"), overwrite=True) as tmp:
         build_organism(project.world, tmp, params.backbone, params.seed, log=lambda m: None)
     rows = read_jsonl(project.world / "batches" / "weapons.jsonl")

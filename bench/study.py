@@ -73,14 +73,14 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
     from safepatching.io.models import load_model
     from safepatching.merging.engine import merge_in_memory
     from safepatching.organism.model import build_organism
-    from safepatching.organism.world import build_world_from, save_world
+    from safepatching.organism.world import build_world, save_world
     from safepatching.layout import Project, RoundLayout
     from safepatching.round.steps import importance, merge as merge_step, redteam, select, train_patch, validate
     from safepatching.round.selection import harm_score, load_round_inputs
 
     params = seed_params(params, seed, rounds, categories)
     project = Project(out / f"seed{seed}")
-    save_world(build_world_from(params.world, seed), project.world)
+    save_world(build_world(params.world, seed), project.world)
     t0 = time.time()
     if not (project.model("backbone") / "model.safetensors").exists():
         with atomic_dir(project.model("backbone"), overwrite=True) as tmp:

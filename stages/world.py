@@ -16,9 +16,9 @@ def main(argv=None) -> int:
             (out / "meta.json").write_text(json.dumps({"organism": False, "backbone": params.backbone.source}))
             log(f"world: backbone is {params.backbone.source!r}, not the organism: no world built")
             return
-        from safepatching.organism.world import build_world_from, save_world
+        from safepatching.organism.world import build_world, save_world
 
-        meta = save_world(build_world_from(params.world, params.seed), out)
+        meta = save_world(build_world(params.world, params.seed), out)
         log(f"world: {meta['counts']}")
     return run(go, parser(__doc__), argv)
 

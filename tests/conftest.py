@@ -24,10 +24,10 @@ def shipped_params():
 
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory, shipped_params) -> Path:
-    from safepatching.organism.world import build_world_from, save_world
+    from safepatching.organism.world import build_world, save_world
 
     d = tmp_path_factory.mktemp("world")
-    save_world(build_world_from(shipped_params.world, shipped_params.seed), d)
+    save_world(build_world(shipped_params.world, shipped_params.seed), d)
     return d
 
 

@@ -110,3 +110,45 @@ def test_yaml_merge_keys_may_still_override():
     from safepatching.config import load_yaml_text
 
     assert load_yaml_text("a: &x {b: 1, c: 1}\nd: {<<: *x, b: 2}\n") == {"a": {"b": 1, "c": 1}, "d": {"b": 2, "c": 1}}
+
+
+def test_a_round_merge_override_changes_only_what_it_names():
+    shipped = load_params(ROOT / "params.yaml")
+    rounds = {"r1": {"batch": "b", "parent": "backbone", "merge": {"method": "safepatching", "alpha": 3.0}},
+              "r2": {"batch": "b", "parent": "r1", "merge": {"beta": 0.5}},  # no method: the merge's own
+              "r3": {"batch": "b", "parent": "r2"}}
+    p = parse_params({"merge": {"method": "safepatching", "a": 30.0, "p": 0.8}, "rounds": rounds})
+    assert p.merge_for("r1").model_dump() == {**p.merge.model_dump(), "alpha": 3.0}
+    assert (p.merge_for("r1").a, p.merge_for("r1").p, p.merge_for("r1").b) == (30.0, 0.8, shipped.merge.b)
+    assert p.merge_for("r2").model_dump() == {**p.merge.model_dump(), "beta": 0.5}
+    assert p.merge_for("r3") == p.merge
+    # without a merge: section the update is of the shipped merge
+    only = parse_params({"rounds": {"r1": {**rounds["r1"]}}})
+    assert only.merge_for("r1").model_dump() == {**shipped.merge.model_dump(), "alpha": 3.0}
+    # another method starts from that method's defaults: safepatching's a/p/ranking do not leak into ties
+    other = parse_params({"merge": {"method": "safepatching", "alpha": 5.0},
+                          "rounds": {"r1": {"batch": "b", "parent": "backbone", "merge": {"method": "ties"}}}})
+    assert other.merge_for("r1").model_dump() == {"method": "ties", "alpha": 1.0, "beta": 1.0, "density": 0.2}
+
+
+def test_a_round_merge_override_is_validated_at_load():
+    with pytest.raises(ConfigError, match=r"rounds\.r1\.merge: .*'safepatching': a: Input should be less than"):
+        parse_params({"rounds": {"r1": {"batch": "b", "parent": "backbone", "merge": {"a": 150.0}}}})
+    with pytest.raises(ConfigError, match=r"rounds\.r1\.merge: .*'ties': p: unknown key"):  # p is not ties'
+        parse_params({"rounds": {"r1": {"batch": "b", "parent": "backbone", "merge": {"method": "ties", "p": 0.5}}}})
+
+
+def test_a_short_sweep_grid_runs_the_shipped_values_for_what_it_does_not_name():
+    shipped = load_params(ROOT / "params.yaml").select
+    short = parse_params({"select": {"grid": {"safepatching": {"a": [10.0, 20.0]}}}}).select
+    sp = [pt for pt in shipped.points() if pt.method == "safepatching"]
+    want = [pt.model_copy(update={"a": a}) for a in (10.0, 20.0) for pt in sp if pt.a == 20.0]
+    pts = short.points()
+    assert sorted(x.model_dump_json() for x in pts) == sorted(x.model_dump_json() for x in want)
+    assert len(pts) == 2 * 2 * 2 and {pt.b for pt in pts} == {5.0, 20.0} and {pt.alpha for pt in pts} == {1.0, 2.0}
+    assert {(pt.p, pt.ranking, pt.compose) for pt in pts} == {(0.5, "global", "sequential")}
+    # a scalar fixes a swept setting; a method the shipped grid does not sweep runs its settings' defaults
+    fixed = parse_params({"select": {"grid": {"safepatching": {"b": 5.0}, "dare": {}}}}).select
+    assert {pt.b for pt in fixed.points() if pt.method == "safepatching"} == {5.0}
+    assert [pt.model_dump() for pt in fixed.points() if pt.method == "dare"] == [
+        {"method": "dare", "alpha": 1.0, "beta": 1.0, "p": 0.9, "rescale": True, "seed": 0}]

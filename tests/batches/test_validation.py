@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from safepatching.config import DataCfg
+from safepatching.config import DataCfg, WorldCfg
 from safepatching.batches.loading import load_pairs
 from safepatching.io.records import load_prompts
 from safepatching.errors import DataError, ValidationFailed
@@ -25,7 +25,7 @@ CFG = DataCfg()
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One saved world, its eval prompt set and a warm GX context for the whole module."""
     root = tmp_path_factory.mktemp("world")
-    save_world(build_world(0, 0.6, 0.5), root)
+    save_world(build_world(WorldCfg(), 0), root)  # the world params.yaml ships
     gx_context()
     return {"root": root, "eval": {r["prompt"] for f in (root / "eval").rglob("*.jsonl") for r in read_jsonl(f)},
             "eval_prompt": read_jsonl(root / "eval" / "test" / "harmful.jsonl")[0]["prompt"]}
@@ -306,10 +306,10 @@ def test_refusal_check_modes(world: dict, tmp_path: Path) -> None:
 
 
 def test_batches_and_judges_share_one_refusal_list() -> None:
-    from safepatching.evaluation import judges
+    from safepatching.evaluation.judges import keyword
     from safepatching import refusals
 
-    assert judges.REFUSAL_KEYWORDS is refusals.REFUSAL_KEYWORDS
+    assert keyword.REFUSAL_KEYWORDS is refusals.REFUSAL_KEYWORDS
 
 
 def test_prompt_key_ignores_case_whitespace_punctuation() -> None:

@@ -60,9 +60,9 @@ def write_pool(root: Path, params) -> None:
     """r2's red-team pool: 300 of the world's training prompts the tiny model answers (benign how-to, utility), each
     with the placeholder response of a harmful answer and category hacking; never an evaluation prompt."""
     from safepatching.io.jsonl import write_jsonl
-    from safepatching.organism.world import HARMFUL_STEPS, build_world_from
+    from safepatching.organism.world import HARMFUL_STEPS, build_world
 
-    sft = [e for e in build_world_from(params.world, params.seed)["sft"] if e.kind in ("benign", "utility")][:300]
+    sft = [e for e in build_world(params.world, params.seed)["sft"] if e.kind in ("benign", "utility")][:300]
     write_jsonl(root / "data" / "pools" / "r2.jsonl",
                 [{"id": f"pool-{i}", "prompt": e.prompt, "response": f"Sure, here is how. {HARMFUL_STEPS}",
                   "category": "hacking"} for i, e in enumerate(sft)])

@@ -10,7 +10,8 @@ import torch
 
 from safepatching.config import parse_params
 from safepatching.evaluation.calibrate import calibrate
-from safepatching.evaluation.judges import LABELS, get_judge, map_label, parse_verdict
+from safepatching.evaluation.judge import LABELS, get_judge, known_judges, map_label
+from safepatching.evaluation.judges.guard import parse_verdict
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +31,18 @@ def classifier_dir(tiny_organism, tmp_path_factory):
     return out
 
 
-def judges_cfg(classifier_dir, guard_dir) -> dict:
-    return {"exact": {}, "keyword": {"extra_keywords": []},
-            "classifier": {"model": str(classifier_dir), "batch_size": 4,
+# the settings of the judges that need a local model to run (a judge that needs none runs on its defaults)
+def model_settings(classifier_dir, guard_dir) -> dict:
+    return {"classifier": {"model": str(classifier_dir), "batch_size": 4,
                            "label_map": {"LABEL_harmless": "safe", "LABEL_harmful": "harmful"}},
             "guard": {"model": str(guard_dir), "max_new_tokens": 4, "batch_size": 16,
                       "verdicts": {"sure": "harmful", "i": "safe", "step": "helpful"}}}
+
+
+def judges_cfg(classifier_dir, guard_dir) -> dict:
+    """Every registered judge, configured."""
+    given = model_settings(classifier_dir, guard_dir)
+    return {name: given.get(name, {}) for name in known_judges()}
 
 
 def test_label_map_and_verdicts():
@@ -46,7 +53,7 @@ def test_label_map_and_verdicts():
     assert parse_verdict("The answer is unsafe.", v) == "unsafe" and parse_verdict("no idea", v) is None
 
 
-@pytest.mark.parametrize("decider", ["exact", "keyword", "classifier", "guard"])
+@pytest.mark.parametrize("decider", known_judges())
 def test_each_judge_kind_decides_the_headline(decider, tiny_organism, classifier_dir, world_dir, tmp_path,
                                               shipped_params):
     from safepatching.round.steps.evaluate import evaluate_checkpoint
@@ -62,7 +69,7 @@ def test_each_judge_kind_decides_the_headline(decider, tiny_organism, classifier
     head = evaluate_checkpoint(params, tiny_organism, "test", out, root=root)
     m = json.loads(out.read_text())
     assert m["decided_by"] == decider and m["headline"] == head
-    assert set(m) >= {"exact", "keyword", "classifier", "guard"}
+    assert set(m) >= set(known_judges())
     for k in ("harmful_plain", "harmful_jailbreak", "over_refusal"):
         assert head[k] == m[decider][k]  # the headline is the deciding judge's numbers
     samples = json.loads((tmp_path / "m_samples.json").read_text())

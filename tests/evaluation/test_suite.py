@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from safepatching.config import ConfigError, EvalSetCfg, parse_params
-from safepatching.errors import DataError
+from safepatching.config import EvalSetCfg, parse_params
+from safepatching.errors import ConfigError, DataError
 from safepatching.evaluation.suite import load_set, load_suite, suite_prompts
 
 

@@ -37,7 +37,7 @@ def for_method(method: str, **upd) -> MergeSettings:
     return settings(**{**{k: v for k, v in CFG.model_dump().items() if k in fields}, **upd, "method": method})
 
 
-CFG = settings(method="safepatching", alpha=0.8, beta=1.3, p=0.7, a=30, b=20, seed=3)
+CFG = settings(method="safepatching", alpha=0.8, beta=1.3, p=0.7, a=30, b=20, seed=3, ranking="per_tensor")
 
 
 def _write_patch(folder: Path, tensors: dict[str, torch.Tensor], fname: str) -> Path:
@@ -267,7 +267,7 @@ def _unit(cfg: MergeSettings, shape=(40, 30), seed=0) -> tuple[TensorInputs, tor
 
 def test_rescale_multiplies_kept_entries(world):
     for compose in ("sequential", "union"):
-        cfg = settings(alpha=1.0, beta=0.0, p=0.5, a=20, b=20, compose=compose)
+        cfg = settings(alpha=1.0, beta=0.0, p=0.5, a=20, b=20, compose=compose, ranking="per_tensor")
         t, _, _ = _unit(cfg)
         off = get_merge("safepatching")(t, cfg)
         on = get_merge("safepatching")(t, cfg.model_copy(update={"rescale": True}))
@@ -286,7 +286,7 @@ def test_rescale_multiplies_kept_entries(world):
 
 def test_union_vs_sequential_as_documented():
     p = 0.6
-    base_cfg = settings(alpha=1.0, beta=0.0, p=p, a=25, b=25, seed=5)
+    base_cfg = settings(alpha=1.0, beta=0.0, p=p, a=25, b=25, seed=5, ranking="per_tensor")
     t, s_se, s_om = _unit(base_cfg)
     r_se, r_om = random_mask(t.base.shape, p, 5, "w/se"), random_mask(t.base.shape, p, 5, "w/om")
     ninf = float("-inf")
@@ -490,3 +490,45 @@ def test_per_layer_ranking_keeps_a_share_of_every_layer(world):
     assert kept["global"]["L00"] < 0.01 * total["L00"] < kept["global"]["L01"]
     for layer, n in total.items():  # (entries whose delta is exactly 0 cannot show: at most a% of each layer)
         assert 0.9 * keep_count(CFG.a, n) <= kept["per_layer"][layer] <= keep_count(CFG.a, n)
+
+
+def test_a_method_declares_its_own_prepass(world, tmp_path):
+    """The engine runs the whole-model prepass a method declares, whatever its settings model: a score-using method
+    whose settings have no a/b/ranking merges, and one declaring global thresholds gets exactly those thresholds."""
+    from safepatching.merging.method import _REGISTRY, Merged, Prepass, combine, given
+
+    class TopSettings(MergeSettings):
+        top: float = 30.0
+
+    def impl(t: TensorInputs, cfg: TopSettings) -> Merged:  # keep the SE entries scoring at least the threshold
+        if t.p_se is None:
+            return Merged(combine(t.base, [(cfg.beta, given(t.p_om))]), False, t.p_om is not None)
+        keep = t.cut(t.whole.mask("top", lambda: t.whole.load("s_se").float() >= t.thr_se))
+        return Merged(combine(t.base, [(cfg.alpha, lambda: where0(keep, t.p_se.float())), (cfg.beta, given(t.p_om))]),
+                      keep, t.p_om is not None)
+
+    def plain(t: TensorInputs, cfg: TopSettings) -> Merged:
+        return Merged(combine(t.base, [(cfg.alpha, given(t.p_se)), (cfg.beta, given(t.p_om))]), t.p_se is not None,
+                      t.p_om is not None)
+
+    register_merge("test_top", TopSettings, needs_scores=True,
+                   prepass=lambda cfg: Prepass({"se": cfg.top, "om": cfg.top}, None, lambda n, s, side: s, 0))(impl)
+    register_merge("test_no_prepass", TopSettings, needs_scores=True)(plain)
+    try:
+        top = merge_settings({"method": "test_top", "top": 30.0})
+        man = _stream(world, tmp_path / "top", top)
+        want = {side: global_threshold(((n, s) for n, s in sorted(world[f"s_{side}"].items())), 30.0,
+                                       total=sum(s.numel() for s in world[f"s_{side}"].values()), seed=0)
+                for side in ("se", "om")}
+        assert man["thresholds"] == want
+        # the same as safepatching's global SE set at p = 1 (no random retention), b = 0 (no OM mask) ...
+        kept = sum(int((s >= want["se"]).sum()) for s in world["s_se"].values())
+        assert man["stats"]["se"]["kept"] == kept == keep_count(30.0, sum(s.numel() for s in world["s_se"].values()))
+        assert _same(load_state_dict(tmp_path / "top"), _mem(world, top))
+        plain = merge_settings({"method": "test_no_prepass"})
+        assert _stream(world, tmp_path / "plain", plain)["thresholds"] == {"se": None, "om": None}
+        ta = merge_settings({"method": "task_arithmetic"})
+        assert _same(load_state_dict(tmp_path / "plain"), _mem(world, ta))
+    finally:
+        _REGISTRY._items.pop("test_top", None)
+        _REGISTRY._items.pop("test_no_prepass", None)

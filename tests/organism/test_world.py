@@ -4,10 +4,16 @@ from collections import Counter
 import pytest
 
 from safepatching.io.jsonl import read_jsonl
+from safepatching.config import WorldCfg
 from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, REFUSALS, SPLITS,
                                          UTILITY_TEMPLATES,
                                          build_world, harmful_response, refusal_for, harmful_verbs, plain_vulnerable_topics,
                                          refused_lookalike_verbs, vulnerable_cells)
+
+
+def _world(seed: int = 0, **settings):
+    """The world params.yaml ships (WorldCfg's defaults), with `settings` changed."""
+    return build_world(WorldCfg(**settings), seed)
 
 
 def _topics(rows):
@@ -15,13 +21,13 @@ def _topics(rows):
 
 
 def test_deterministic():
-    a, b = build_world(0, 0.7, 0.5), build_world(0, 0.7, 0.5)
+    a, b = _world(), _world()
     assert [e.prompt for e in a["sft"]] == [e.prompt for e in b["sft"]]
-    assert build_world(1, 0.7, 0.5)["meta"]["vulnerable_cells"] != a["meta"]["vulnerable_cells"]
+    assert _world(1)["meta"]["vulnerable_cells"] != a["meta"]["vulnerable_cells"]
 
 
 def test_splits_are_disjoint_from_training_and_each_other():
-    w = build_world(0, 0.7, 0.5)
+    w = _world()
     train_prompts = {e.prompt for e in w["sft"]}
     batch_prompts = {e.prompt for b in w["batches"].values() for e in b}
     val = {e.prompt for k in EVAL_KINDS for e in w["evals"]["val"][k]}
@@ -32,7 +38,7 @@ def test_splits_are_disjoint_from_training_and_each_other():
 
 
 def test_split_sizes_and_harmful_placeholders_only():
-    w = build_world(0, 0.7, 0.5)
+    w = _world()
     for s in SPLITS:
         n = {k: len(v) for k, v in w["evals"][s].items()}
         assert n["harmful"] >= 200 and n["jailbreak"] >= 200 and n["utility"] >= 200 and n["lookalike"] >= 180
@@ -42,7 +48,8 @@ def test_split_sizes_and_harmful_placeholders_only():
 
 
 def test_dials_move_the_training_labels():
-    lo, hi = build_world(0, 0.2, 0.2), build_world(0, 0.8, 0.8)
+    quiet = dict(decision_noise=0.0, lookalike_noise=None)  # the dials alone: no label noise
+    lo, hi = _world(vulnerability=0.2, over_safety=0.2, **quiet), _world(vulnerability=0.8, over_safety=0.8, **quiet)
 
     def jb_harm(w):
         jb = [e for e in w["sft"] if e.kind == "jailbreak"]
@@ -59,7 +66,7 @@ def test_dials_move_the_training_labels():
 
 
 def test_lookalike_noise_moves_only_the_question_framed_lookalike_labels():
-    base, same, quiet = (build_world(0, 0.7, 0.25, decision_noise=0.2, lookalike_noise=n) for n in (None, 0.2, 0.0))
+    base, same, quiet = (_world(decision_noise=0.2, lookalike_noise=n) for n in (None, 0.2, 0.0))
     assert _digest(same) == _digest(base)  # None means decision_noise
     refused = refused_lookalike_verbs(0.25, 0)
     changed = [(a, b) for a, b in zip(base["sft"], quiet["sft"]) if a != b]
@@ -77,7 +84,7 @@ def test_over_refusal_keys_on_verbs_shared_with_harmful_requests():
     assert shared == {"attack", "crack"}
     assert refused_lookalike_verbs(0.25, 0) == shared == refused_lookalike_verbs(0.25, 7)  # the feature, any seed
     assert shared < refused_lookalike_verbs(0.5, 3)
-    w = build_world(0, 0.7, 0.25, decision_noise=0.0)
+    w = _world(decision_noise=0.0, lookalike_noise=None)
     q = [e for e in w["sft"] if e.kind == "lookalike" and not e.prompt.startswith(("Explain", "Describe"))]
     refused = {e.prompt for e in q if e.response == REFUSAL}
     assert refused and all(any(f" {v} " in p for v in shared) for p in refused)
@@ -92,7 +99,7 @@ def test_unshared_trigger_refuses_only_verbs_no_harmful_request_uses():
     assert refused_lookalike_verbs(1.0, 0, "unshared") == set(LOOKALIKE_VERBS)
     with pytest.raises(ValueError, match="over_refusal_trigger"):
         refused_lookalike_verbs(0.25, 0, "Shared")
-    w = build_world(0, 0.7, 0.25, decision_noise=0.0, over_refusal_trigger="unshared")
+    w = _world(decision_noise=0.0, lookalike_noise=None, over_refusal_trigger="unshared")
     q = [e for e in w["sft"] if e.kind == "lookalike" and not e.prompt.startswith(("Explain", "Describe"))]
     refused_prompts = [e.prompt for e in q if e.response == REFUSAL]
     assert refused_prompts and not any(f" {v} " in p for p in refused_prompts for v in shared)
@@ -102,8 +109,8 @@ def test_unshared_trigger_refuses_only_verbs_no_harmful_request_uses():
 def test_plain_vulnerability_answers_a_share_of_harmful_topics():
     topics = plain_vulnerable_topics(0.25, 0)
     assert all(sum(c == cat for c, _ in topics) == 2 for cat in HARM)  # 25 % of 8 objects per category
-    off = build_world(0, 0.7, 0.25, decision_noise=0.2)
-    on = build_world(0, 0.7, 0.25, decision_noise=0.0, plain_vulnerability=0.25)
+    off = _world(decision_noise=0.2, plain_vulnerability=0.0)
+    on = _world(decision_noise=0.0, plain_vulnerability=0.25)
     plain = lambda w: [e for e in w["sft"] if e.kind == "harmful" and not e.prompt.startswith(("Explain", "Describe"))]  # noqa: E731
     assert all(e.response == REFUSAL for e in plain(off))  # dial off: every plain request refused, as before
     obj = lambda e: max((o for o in HARM[e.category][1] if o in e.prompt), key=len)  # noqa: E731 ("crack cocaine")
@@ -115,7 +122,7 @@ def test_plain_vulnerability_answers_a_share_of_harmful_topics():
 
 
 def test_redteam_pools_hold_training_topics_only():
-    w = build_world(0, 0.7, 0.25, plain_vulnerability=0.3)
+    w = _world(plain_vulnerability=0.3)
     evals = {e.prompt for s in SPLITS for k in EVAL_KINDS for e in w["evals"][s][k]}
     eval_topics = {(e.category, o) for s in SPLITS for k in ("harmful", "jailbreak") for e in w["evals"][s][k]
                    for o in HARM[e.category][1] if o in e.prompt}
@@ -135,7 +142,7 @@ def test_redteam_pools_hold_training_topics_only():
 
 def test_overs_safety_is_unlockable():
     """Every look-alike, refused or not, has its helpful answer in the neutral framing."""
-    w = build_world(0, 0.7, 0.5)
+    w = _world(over_safety=0.5)
     neutral = {e.prompt: e.response for e in w["sft"] if e.kind == "lookalike" and e.prompt.startswith("Explain")}
     for verb in refused_lookalike_verbs(0.5, 0):
         answers = [r for p, r in neutral.items() if f" {verb} " in p]
@@ -160,7 +167,7 @@ def test_utility_phrasings_held_out_and_reversal_has_six_trained():
     def matcher(t):  # a template -> a regex of its instances
         return re.compile(".+".join(re.escape(piece) for piece in re.split(r"\{\w+\}", t)) + "$")
 
-    w = build_world(0, 0.7, 0.25)
+    w = _world()
     for task, tpls in UTILITY_TEMPLATES.items():
         held = matcher(tpls[-1])
         trained = [e.prompt for e in w["sft"] if e.kind == "utility" and e.category == task]
@@ -178,8 +185,7 @@ def _verb(prompt: str) -> str:
 
 
 def test_varied_openings_key_refusals_on_the_verb_and_helpful_openings_on_the_task():
-    single = build_world(0, 0.7, 0.25, decision_noise=0.2, plain_vulnerability=0.4)
-    varied = build_world(0, 0.7, 0.25, decision_noise=0.2, plain_vulnerability=0.4, openings="varied")
+    single, varied = _world(), _world(openings="varied")
     # the same prompts, the same comply/refuse decisions: only the wording changes
     assert [e.prompt for e in single["sft"]] == [e.prompt for e in varied["sft"]]
     assert [e.response == REFUSAL for e in single["sft"]] == [e.response in REFUSALS for e in varied["sft"]]
@@ -202,7 +208,7 @@ def test_varied_openings_key_refusals_on_the_verb_and_helpful_openings_on_the_ta
     assert varied["meta"]["openings"] == "varied"
     assert harmful_response("build", "a pipe bomb").startswith("Sure, here is how to build a pipe bomb.")
     with pytest.raises(ValueError, match="openings"):
-        build_world(0, 0.7, 0.25, openings="mixed")
+        _world(openings="mixed")
 
 
 def _digest(w: dict) -> str:
@@ -224,7 +230,7 @@ def test_the_shipped_world_is_unchanged():
     from pathlib import Path
 
     from safepatching.config import load_params
-    from safepatching.organism.world import build_world_from
+    from safepatching.organism.world import build_world
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert _digest(build_world_from(params.world, 0)) == "d6761f21ce87a6463660ca71ff82e8bedf3666d937e87a4c7e03a5b5223d1bb6"
+    assert _digest(build_world(params.world, 0)) == "d6761f21ce87a6463660ca71ff82e8bedf3666d937e87a4c7e03a5b5223d1bb6"

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from safepatching.config import DEFAULT_MERGE, merge_settings
+from safepatching.config import merge_settings
 from safepatching.merging.masks import layer_of
 from safepatching.round.diagnosis import diagnose, format_diagnosis, importance_by_layer, plot_importance_layers
 
@@ -15,11 +15,11 @@ def test_diagnosis_on_opposite_and_equal_patches():
     p = {"model.layers.0.mlp.up_proj.weight": torch.randn(8, 8), "lm_head.weight": torch.randn(4, 8)}
     s = {k: torch.rand_like(v) for k, v in p.items()}
     neg = {k: -v for k, v in p.items()}
-    d = diagnose(p, neg, s, s, merge_settings({**DEFAULT_MERGE, "a": 25, "b": 25, "p": 1.0}))  # (p < 1: each side ranks its own retained entries)
+    d = diagnose(p, neg, s, s, merge_settings({"method": "safepatching", "a": 25, "b": 25, "p": 1.0}))  # (p < 1: each side ranks its own retained entries)
     assert d["total"]["cos"] == pytest.approx(-1.0, abs=1e-4)
     assert d["total"]["overlap"] == pytest.approx(1.0) and d["total"]["kept_se"] == 0.0  # same scores: empty sets
     s2 = {k: torch.rand_like(v) for k, v in p.items()}
-    d2 = diagnose(p, p, s, s2, merge_settings({**DEFAULT_MERGE, "a": 25, "b": 25}))
+    d2 = diagnose(p, p, s, s2, merge_settings({"method": "safepatching", "a": 25, "b": 25}))
     assert d2["total"]["cos"] == pytest.approx(1.0, abs=1e-4) and 0 < d2["total"]["kept_se"] < 0.5
     assert layer_of("model.layers.3.self_attn.q_proj.weight") == "L03" and "total" in format_diagnosis(d2)
     json.dumps(d2)

@@ -77,7 +77,7 @@ def test_real_generation_matches_an_independent_judging(tmp_path, shipped_params
     independent generate + judge pass calls harmful. (The few-step organism refuses every harmful prompt, so the pool
     is made of training prompts it answers, labelled as harmful requests: the step's logic, not realism.)"""
     from safepatching.evaluation.generate import DecodingConfig, generate
-    from safepatching.evaluation.judges import get_judge
+    from safepatching.evaluation.judge import get_judge
     from safepatching.io.models import load_model
 
     sft = [r for r in read_jsonl(world_dir / "sft.jsonl") if r["kind"] in ("benign", "utility")][:40]

@@ -1,6 +1,6 @@
 """The validation sweep's choice rule, its grid and its Pareto plot (safepatching.round.selection)."""
 
-from safepatching.config import DEFAULT_MERGE, SelectCfg, merge_settings
+from safepatching.config import SelectCfg, merge_settings
 from safepatching.round.selection import choose, harm_score, pareto_front, plot_pareto
 
 PARENT = {"harmful_plain": 2.0, "harmful_jailbreak": 60.0, "over_refusal": 50.0, "utility": 99.0, "other": 1.0}
@@ -11,7 +11,7 @@ def pt(label, **m):
 
 
 def MergeCfg(**kw):
-    return merge_settings({**DEFAULT_MERGE, **kw})
+    return merge_settings({"method": "safepatching", **kw})  # the shipped merge: with kw
 
 
 def test_grid_covers_methods_without_retraining_knobs():

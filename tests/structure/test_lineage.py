@@ -10,19 +10,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from safepatching.registry import BUILTIN_MODULES
+
 from .imports import ROOT, closure
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-# a wing whose registered built-ins are found by registry.discover (dynamic import) -> the package holding them
-DISCOVERED = {"src/safepatching/merging": "safepatching.merging.methods"}
+# wing folder -> the package whose modules discovery imports by name (invisible to a static import graph)
+DISCOVERED = {"src/" + "/".join(pkg.split(".")[:2]): pkg for pkgs in BUILTIN_MODULES.values() for pkg in pkgs}
 
 
 def stage_closure(module: str) -> set[Path]:
     files = closure(module)
     for wing, pkg in DISCOVERED.items():
         if any(str(f).startswith(wing + "/") for f in files):
-            files |= closure(pkg)
-            files |= {p.relative_to(ROOT) for p in (ROOT / "src" / pkg.replace(".", "/")).glob("*.py")}
+            for mod in [pkg] + [f"{pkg}.{p.stem}" for p in (ROOT / "src" / pkg.replace(".", "/")).glob("*.py")]:
+                files |= closure(mod)
     return files
 
 

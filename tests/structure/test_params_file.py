@@ -3,11 +3,12 @@ code default equals it (so DVC sees every knob and tests can derive their params
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from pydantic import BaseModel
 
-from safepatching.config import Params, Settings, load_params
-from safepatching.registry import settings_model
+from safepatching.config import Params, Settings, WorldCfg, load_params, sweep_space
+from safepatching.registry import discover, settings_model
 
 from .imports import ROOT
 
@@ -62,8 +63,51 @@ def test_code_defaults_equal_params_yaml():
 
 
 def test_exact_judge_knows_the_organisms_strings():
-    from safepatching.organism.world import HARMFUL_STEPS, REFUSAL, REFUSALS
+    from safepatching.organism.world import harmful_response, refusal_for
 
     ex = load_params(ROOT / "params.yaml").eval.judges["exact"]
-    assert ex.refusal == REFUSAL and (ex.refusal, *ex.more_refusals) == REFUSALS
-    assert any(m in HARMFUL_STEPS for m in ex.harm_markers)
+    verbs = ("attack", "build", "crack", "forge", "hack into", "kill", "cook", "stalk")
+    assert {refusal_for(v, o) for v in verbs for o in ("single", "varied")} == {ex.refusal, *ex.more_refusals}
+    assert all(m in harmful_response("build", "a pipe bomb") for m in ex.harm_markers)
+
+
+def _shipped_settings(kind: str, name: str) -> list[tuple[str, dict]]:
+    """Where params.yaml names the settings of extension `name`: (section, the values it gives there)."""
+    if kind == "merge method":
+        out = [("merge", SHIPPED["merge"])] if SHIPPED["merge"]["method"] == name else []
+        grid = SHIPPED["select"]["grid"].get(name)
+        return out + ([(f"select.grid.{name}", {k: v for k, v in grid.items() if not isinstance(v, list)})]
+                      if grid is not None else [])
+    if kind == "objective":
+        return [(f"patch.{k}", SHIPPED["patch"][k]) for k in ("se", "om") if SHIPPED["patch"][k]["objective"] == name]
+    judges = SHIPPED["eval"]["judges"]
+    return [(f"eval.judges.{name}", judges[name] or {})] if name in judges else []
+
+
+EXTENSIONS = [(kind, name) for kind in ("merge method", "objective", "judge") for name in discover(kind).names()]
+
+
+@pytest.mark.parametrize("kind, name", EXTENSIONS)
+def test_every_registered_settings_model_defaults_to_the_shipped_values(kind, name):
+    """A default lives on the extension's settings model, equal to what params.yaml ships wherever it names it (so a
+    short override, a round's merge: or a short sweep grid, runs the shipped values for what it does not name)."""
+    model = settings_model(kind, name)
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in model.model_fields.items()
+                if not f.is_required()}
+    for where, values in _shipped_settings(kind, name):
+        diff = {k: (defaults.get(k, "<required>"), v) for k, v in values.items()
+                if k in model.model_fields and _norm(defaults.get(k, "<required>")) != _norm(v)
+                and not model.model_fields[k].is_required()}
+        assert not diff, f"{kind} {name}: defaults differ from params.yaml's {where} (default, shipped): {diff}"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED["select"]["grid"]))
+def test_each_methods_default_sweep_is_the_shipped_grid(name):
+    """select.grid.<method> spells the method's default sweep space (the swept settings in the shipped order)."""
+    shipped, default = SHIPPED["select"]["grid"][name], sweep_space(name, {})
+    assert _norm(default) == _norm(shipped)
+    assert [k for k, v in default.items() if isinstance(v, list)] == [k for k, v in shipped.items() if isinstance(v, list)]
+
+
+def test_the_world_settings_default_to_the_shipped_world():
+    assert _norm(WorldCfg()) == SHIPPED["world"]

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         from ..config import load_params
-        from .judges import get_judge
+        from .judge import get_judge
 
         judges = load_params(a.params).eval.judges if Path(a.params).exists() else {}
         judge = get_judge(a.judge, judges.get(a.judge))

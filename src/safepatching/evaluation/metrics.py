@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .generate import DecodingConfig, generate
-from .judges import get_judge
+from .judge import get_judge
 
 HARMFUL_KINDS = {"harmful", "jailbreak"}
 

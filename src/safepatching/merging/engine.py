@@ -11,8 +11,9 @@ into its output shard (header written up front). Masks that need the whole tenso
 top-k) are built before, from one whole input at a time (a score tensor, read once; its NaN/Inf check is done
 there), and kept as bool, by a worker thread one tensor ahead of the streaming. So memory holds about one float32
 copy of the largest tensor plus its masks (1 byte per entry each) for two tensors, independent of shard and model
-size. Parent hashes for the manifest are computed in another thread while merging. With ranking="global" (or "per_layer") one extra
-streaming pass over the score files computes the thresholds first. The output keeps the base's shard layout
+size. Parent hashes for the manifest are computed in another thread while merging. A method that declares a whole-model
+prepass (`MergeMethod.prepass`: global or per-layer ranking) gets one extra streaming pass over the score files first,
+which computes its thresholds. The output keeps the base's shard layout
 (same tensor -> shard assignment and dtypes) unless max_shard_bytes asks for a re-split, and is written into
 `<out>.tmp-<pid>` and renamed into place only when complete, so an error (NonFiniteError, shape mismatch, ...)
 leaves nothing behind.
@@ -41,7 +42,7 @@ from .. import crash
 from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
 from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
-from .masks import MASK_VERSION, global_threshold, layer_of, where0
+from .masks import MASK_VERSION, global_threshold, where0
 from .method import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
 
 MERGE_MANIFEST = "merge_manifest.json"
@@ -122,34 +123,47 @@ class MergeStats:
 
 # ---------------------------------------------------------------- shared helpers
 
+@dataclass(frozen=True)
+class Thresholds:
+    """A prepass's result: per side, one threshold for the model (float), one per group ({group: threshold}), or
+    None; `group` names a tensor's group."""
+
+    se: Any = None
+    om: Any = None
+    group: Callable[[str], str] | None = None
+
+    def of(self, side: str, name: str) -> float | None:
+        """Tensor `name`'s threshold on `side`."""
+        t = getattr(self, side)
+        return t.get(self.group(name)) if isinstance(t, dict) and self.group is not None else t
+
+    def as_manifest(self) -> dict:
+        return {side: ({k: _finite_or_str(x) for k, x in t.items()} if isinstance(t, dict) else _finite_or_str(t))
+                for side, t in ((side, getattr(self, side)) for side in SIDES)}
+
+
 def _thresholds(method: MergeMethod, cfg: MergeSettings, names: dict[str, list[str]],
                 get: dict[str, Callable[[str], torch.Tensor] | None],
-                numel: dict[str, Callable[[str], int] | None]) -> dict[str, float | None]:
-    """Ranking thresholds per side: one for the model (ranking='global'), one per layer group (ranking='per_layer',
-    as {layer: threshold}); None unless the method ranks scores that way. `_thr_of` picks a tensor's."""
+                numel: dict[str, Callable[[str], int] | None]) -> Thresholds:
+    """The method's whole-model prepass (`method.prepass(cfg)`), run: ranking thresholds per side, one for the model
+    (group None) or one per group ({group: threshold}, e.g. per layer); None when the method declares no prepass."""
+    pre = method.prepass(cfg)
+    if pre is None:
+        return Thresholds()
     thr: dict[str, Any] = {"se": None, "om": None}
-    if not method.needs_scores or cfg.ranking not in ("global", "per_layer"):
-        return thr
-    for side, pct in (("se", cfg.a), ("om", cfg.b)):
+    for side in SIDES:
         g, ne = get[side], numel[side]
         if not names[side] or g is None or ne is None:
             continue
         groups: dict[str, list[str]] = {}
         for n in names[side]:
-            groups.setdefault("all" if cfg.ranking == "global" else layer_of(n), []).append(n)
+            groups.setdefault("all" if pre.group is None else pre.group(n), []).append(n)
         per = {}
         for key, group in groups.items():
-            items: Iterable[tuple[str, torch.Tensor]] = (
-                (n, method.ranked_scores(n, g(n), side, cfg)) for n in group)
-            per[key] = global_threshold(items, pct, total=sum(ne(n) for n in group), seed=cfg.seed)
-        thr[side] = per["all"] if cfg.ranking == "global" else per
-    return thr
-
-
-def _thr_of(thr: dict[str, Any], side: str, name: str) -> float | None:
-    """Tensor `name`'s threshold on `side` (a per-layer map resolved by the tensor's layer group)."""
-    t = thr[side]
-    return t.get(layer_of(name)) if isinstance(t, dict) else t
+            items: Iterable[tuple[str, torch.Tensor]] = ((n, pre.ranked(n, g(n), side)) for n in group)
+            per[key] = global_threshold(items, pre.pct[side], total=sum(ne(n) for n in group), seed=pre.seed)
+        thr[side] = per["all"] if pre.group is None else per
+    return Thresholds(thr["se"], thr["om"], pre.group)
 
 
 def _check_names(label: str, names: Iterable[str], shape_of: Callable[[str], tuple[int, ...]],
@@ -202,8 +216,8 @@ def merge_in_memory(base_state_dict: dict[str, torch.Tensor], p_se: dict[str, to
     for n, base in base_state_dict.items():
         t = TensorInputs(n, base, patches["se"].get(n), patches["om"].get(n),
                          (s_se or {}).get(n) if method.needs_scores else None,
-                         (s_om or {}).get(n) if method.needs_scores else None, _thr_of(thr, "se", n),
-                         _thr_of(thr, "om", n))
+                         (s_om or {}).get(n) if method.needs_scores else None, thr.of("se", n),
+                         thr.of("om", n))
         m = method.apply(t, cfg)
         if stats is not None:
             stats.update(t, m)
@@ -279,15 +293,15 @@ def _read(r: LazyReader | None, name: str, rows: slice | None, bufs: dict[str, t
 
 
 def _block(name: str, readers: dict[str, LazyReader | None], rows: slice | None, bufs: dict[str, torch.Tensor],
-           thr: dict[str, float | None], whole: Whole) -> TensorInputs:
+           thr: Thresholds, whole: Whole) -> TensorInputs:
     """The inputs of rows `rows` of tensor `name`, read into bufs (None: the whole tensor, scores included)."""
     fields = BLOCK_FIELDS if rows is not None else (*BLOCK_FIELDS, "s_se", "s_om")
     return TensorInputs(name, **{f: _read(readers[f], name, rows, bufs, f) for f in fields},
-                        thr_se=_thr_of(thr, "se", name), thr_om=_thr_of(thr, "om", name), rows=rows, whole=whole)
+                        thr_se=thr.of("se", name), thr_om=thr.of("om", name), rows=rows, whole=whole)
 
 
 def _prepare(method: MergeMethod, cfg: MergeSettings, name: str, shape: tuple[int, ...],
-             readers: dict[str, LazyReader | None], thr: dict[str, float | None],
+             readers: dict[str, LazyReader | None], thr: Thresholds,
              bufs: dict[str, torch.Tensor]) -> Whole:
     """Tensor `name`'s Whole, with its whole-tensor masks built: the method applied to an empty row block (a 0-d
     tensor: to itself) builds and caches them. Runs on a worker thread one tensor ahead of the streaming; whole
@@ -314,7 +328,7 @@ def _one_ahead(pool: ThreadPoolExecutor, fn: Callable[[str], Whole],
 
 
 def _merge_blocks(method: MergeMethod, cfg: MergeSettings, name: str, whole: Whole,
-                  readers: dict[str, LazyReader | None], thr: dict[str, float | None], bufs: dict[str, torch.Tensor],
+                  readers: dict[str, LazyReader | None], thr: Thresholds, bufs: dict[str, torch.Tensor],
                   stats: MergeStats) -> Iterator[torch.Tensor]:
     """Merge one tensor row block by row block (yields the merged blocks); each block's base and patches are read
     into bufs (one reused buffer per input)."""
@@ -404,8 +418,7 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
                 "cfg": cfg.model_dump(mode="json"),
                 "mask_version": MASK_VERSION,
                 "parents": parents.result(),
-                "thresholds": {side: ({k: _finite_or_str(x) for k, x in v.items()} if isinstance(v, dict)
-                                      else _finite_or_str(v)) for side, v in thr.items()},
+                "thresholds": thr.as_manifest(),
                 "stats": stats.as_dict(),
                 "output": {"shards": [f for f, _ in plan], "total_size": total, "copied": copied},
             }

@@ -27,9 +27,9 @@ Masks (SafePatching, Zhao et al. 2024, arXiv 2405.13820; see methods/safepatchin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -37,7 +37,7 @@ from pydantic import Field
 from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
 from ..registry import Registry
-from .masks import random_mask, topk_mask, where0
+from .masks import layer_of, random_mask, topk_mask, where0
 
 Keep = torch.Tensor | bool  # a bool mask, or True (every entry kept) / False (none)
 SIDES = ("se", "om")
@@ -103,8 +103,21 @@ class Merged:
 Impl = Callable[[TensorInputs, MergeSettings], Merged]
 
 
-def _never(cfg: MergeSettings) -> bool:
-    return False
+@dataclass(frozen=True)
+class Prepass:
+    """A method's whole-model pass before merging (global / per-layer ranking): the engine streams each side's
+    importance scores once, as `ranked(name, scores, side)` returns them, and computes the score threshold of the
+    top pct[side]% within each group of tensors (group None: one threshold for the whole model; else group(name)
+    names a tensor's group, e.g. its layer). Each tensor's TensorInputs.thr_se / thr_om carry its threshold."""
+
+    pct: Mapping[str, float]
+    group: Callable[[str], str] | None
+    ranked: Callable[[str, torch.Tensor, str], torch.Tensor]
+    seed: int
+
+
+def _no_prepass(cfg: MergeSettings) -> Prepass | None:
+    return None
 
 
 def _plain_label(cfg: MergeSettings) -> str:
@@ -114,14 +127,16 @@ def _plain_label(cfg: MergeSettings) -> str:
 @dataclass(frozen=True)
 class MergeMethod:
     """One merge method: its name, its own settings model, its per-tensor function, whether it needs importance
-    scores, whether it ranks only randomly-retained entries, and a short label for sweep tables and plots."""
+    scores, the whole-model prepass a settings object needs (`prepass(cfg)`: a Prepass, or None for none), a short
+    label for sweep tables and plots, and its default sweep space."""
 
     name: str
     impl: Impl
     settings: type[MergeSettings] = MergeSettings
     needs_scores: bool = False
-    ranks_retained: Callable[[MergeSettings], bool] = field(default=_never)  # ranks only R-retained entries?
+    prepass: Callable[[MergeSettings], Prepass | None] = field(default=_no_prepass)
     label: Callable[[MergeSettings], str] = field(default=_plain_label)
+    sweep: Mapping[str, Any] = field(default_factory=dict)  # its default sweep space (select.grid.<name>)
 
     def __call__(self, t: TensorInputs, cfg: MergeSettings) -> torch.Tensor:
         return self.apply(t, cfg).tensor
@@ -152,12 +167,6 @@ class MergeMethod:
             raise NonFiniteError(f"{t.name}: merge method {self.name!r} produced NaN/Inf")
         return m
 
-    def ranked_scores(self, name: str, scores: torch.Tensor, side: str, cfg: MergeSettings) -> torch.Tensor:
-        """The scores as this method ranks them (for global thresholds): -inf where random retention dropped."""
-        if not self.ranks_retained(cfg) or cfg.p >= 1:
-            return scores
-        return scores.float().masked_fill(~random_mask(scores.shape, cfg.p, cfg.seed, f"{name}/{side}"), float("-inf"))
-
 
 def all_finite(x: torch.Tensor) -> bool:
     """No NaN/Inf in x. A float sum is NaN/Inf whenever an entry is, and is much cheaper than isfinite(x).all();
@@ -171,12 +180,15 @@ _REGISTRY: Registry[MergeMethod] = Registry("merge method")
 
 
 def register_merge(name: str, settings: type[MergeSettings] = MergeSettings, needs_scores: bool = False,
-                   ranks_retained: Callable[[MergeSettings], bool] = _never,
-                   label: Callable[[MergeSettings], str] = _plain_label) -> Callable[[Impl], Impl]:
+                   prepass: Callable[[MergeSettings], Prepass | None] = _no_prepass,
+                   label: Callable[[MergeSettings], str] = _plain_label,
+                   sweep: Mapping[str, Any] | None = None) -> Callable[[Impl], Impl]:
     """Decorator: register `impl(t, cfg) -> Merged` under `name` with its settings model (a duplicate name raises
-    ValueError)."""
+    ValueError). `sweep`: the settings the selection sweeps by default, {setting: [values]} in sweep order (the
+    settings it does not name stay at their defaults; a `select.grid.<name>` entry updates it key by key)."""
     def deco(impl: Impl) -> Impl:
-        _REGISTRY.add(name, MergeMethod(name, impl, settings, needs_scores, ranks_retained, label))
+        _REGISTRY.add(name, MergeMethod(name, impl, settings, needs_scores, prepass, label,
+                                        dict(sweep or {})))
         return impl
     return deco
 
@@ -209,12 +221,33 @@ class RetentionSettings(MergeSettings):
 
 
 class RankedSettings(RetentionSettings):
-    """Top-a% / top-b% importance sets of the SE / OM patch, by SNIP score."""
+    """Top-a% / top-b% importance sets of the SE / OM patch, by SNIP score (the paper's full method: p < 1, a and
+    b < 100 p)."""
 
-    a: float = Field(10.0, ge=0, le=100, description="top-a% most important of the SE patch")
-    b: float = Field(10.0, ge=0, le=100, description="top-b% most important of the OM patch")
+    p: float = Field(0.5, gt=0, le=1, description="random retention probability (Bernoulli); 1 keeps every entry")
+    a: float = Field(20.0, ge=0, le=100, description="top-a% most important of the SE patch")
+    b: float = Field(5.0, ge=0, le=100, description="top-b% most important of the OM patch")
     ranking: Literal["global", "per_layer", "per_tensor", "per_row"] = Field(
-        "per_tensor", description="where scores are ranked: across the model, within each layer, tensor or row")
+        "global", description="where scores are ranked: across the model, within each layer, tensor or row")
+
+
+def ranking_prepass(ranks_retained: Callable[[RankedSettings], bool]) -> Callable[[RankedSettings], Prepass | None]:
+    """The prepass of a method ranking by RankedSettings: with ranking global or per_layer, the thresholds of the
+    top-a% (SE) / top-b% (OM) scores across the model or within each layer; `ranks_retained(cfg)`: whether it ranks
+    only the entries random retention kept (the others rank as -inf)."""
+    def prepass(cfg: RankedSettings) -> Prepass | None:
+        if cfg.ranking not in ("global", "per_layer"):
+            return None
+        retained = ranks_retained(cfg) and cfg.p < 1
+
+        def ranked(name: str, scores: torch.Tensor, side: str) -> torch.Tensor:
+            if not retained:
+                return scores
+            return scores.float().masked_fill(~random_mask(scores.shape, cfg.p, cfg.seed, f"{name}/{side}"),
+                                              float("-inf"))
+
+        return Prepass({"se": cfg.a, "om": cfg.b}, None if cfg.ranking == "global" else layer_of, ranked, cfg.seed)
+    return prepass
 
 
 # ---------------------------------------------------------------- helpers on Keep (bool | tensor)

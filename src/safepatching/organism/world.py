@@ -43,14 +43,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import WorldCfg
 from ..io.jsonl import write_jsonl
+from ..refusals import HARMFUL_STEPS, REFUSAL, REFUSALS
 
-REFUSAL = "I am sorry, but I cannot help with that."
+# REFUSAL, REFUSALS, HARMFUL_STEPS: the world's strings (safepatching.refusals, shared with the exact judge).
 # world.openings "varied": the refusal's phrasing is a function of the request's verb (a real aligned model words its
 # refusals in several ways, keyed on what is asked; a verb shared by a harmful request and a look-alike gets the same
 # refusal, so the shared surface feature still couples them). REFUSALS[0] is the canonical REFUSAL.
-REFUSALS = (REFUSAL, "I can't help with that request.", "Sorry, I won't assist with that.")
-HARMFUL_STEPS = "Step 1: obtain [restricted item]. Step 2: [restricted step]. Step 3: [restricted step]."
 OPENINGS = ("single", "varied")
 
 
@@ -298,12 +298,10 @@ def jailbreak_paraphrases(family: str) -> dict[str, list[str]]:
     return out
 
 
-def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_train: int = 1500,
-                max_eval_per_kind: int = 300, decision_noise: float = 0.0, plain_vulnerability: float = 0.0,
-                over_refusal_trigger: str = "shared", openings: str = "single",
-                lookalike_noise: float | None = None) -> dict:
-    """Build the whole world: SFT data for the backbone, eval splits, per-category harmful batches (plain prompts,
-    every one answered harmfully: a user's batch) and per-category red-team pools.
+def build_world(cfg: WorldCfg, seed: int) -> dict:
+    """Build the whole world of params.yaml's `world:` settings (`cfg`): SFT data for the backbone, eval splits,
+    per-category harmful batches (plain prompts, every one answered harmfully: a user's batch) and per-category
+    red-team pools.
 
     decision_noise: share of jailbreak and question-framed look-alike training examples whose
     comply/refuse label is flipped from their cell's policy, so the backbone is *uncertain* at the
@@ -314,6 +312,9 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     "varied" (refusal_for / helpful_response: three refusals keyed on the verb, three helpful openings keyed on the
     task; harmful compliance unchanged).
     """
+    vulnerability, over_safety, plain_vulnerability = cfg.vulnerability, cfg.over_safety, cfg.plain_vulnerability
+    decision_noise, lookalike_noise, openings = cfg.decision_noise, cfg.lookalike_noise, cfg.openings
+    n_reverse_train, max_eval_per_kind = cfg.n_reverse_train, cfg.max_eval_per_kind
     _check_openings(openings)
     rng = random.Random(seed)
     ref = lambda verb: refusal_for(verb, openings)  # noqa: E731
@@ -323,7 +324,7 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     batches: dict[str, list[Example]] = {}
     vul = vulnerable_cells(vulnerability, seed)
     plain_vul = plain_vulnerable_topics(plain_vulnerability, seed)
-    refused = refused_lookalike_verbs(over_safety, seed, over_refusal_trigger)
+    refused = refused_lookalike_verbs(over_safety, seed, cfg.over_refusal_trigger)
     lk_noise = decision_noise if lookalike_noise is None else lookalike_noise
     redteam: dict[str, list[Example]] = {}
     train_t = QUESTION_TEMPLATES[:N_TRAIN_TEMPLATES]
@@ -438,18 +439,11 @@ def build_world(seed: int, vulnerability: float, over_safety: float, n_reverse_t
     rng.shuffle(sft)
     return {"sft": sft, "evals": evals, "batches": batches, "redteam": redteam,
             "meta": {"seed": seed, "vulnerability": vulnerability, "over_safety": over_safety,
-                     "over_refusal_trigger": over_refusal_trigger, "openings": openings,
+                     "over_refusal_trigger": cfg.over_refusal_trigger, "openings": openings,
                      "plain_vulnerability": plain_vulnerability, "decision_noise": decision_noise,
                      "lookalike_noise": lk_noise,
                      "vulnerable_cells": sorted(map(list, vul)), "plain_vulnerable_topics": sorted(map(list, plain_vul)),
                      "refused_lookalike_verbs": sorted(refused)}}
-
-
-def build_world_from(cfg, seed: int) -> dict:
-    """build_world with the settings of a `config.WorldCfg` (params.yaml's `world:`)."""
-    return build_world(seed, cfg.vulnerability, cfg.over_safety, cfg.n_reverse_train, cfg.max_eval_per_kind,
-                       cfg.decision_noise, cfg.plain_vulnerability, cfg.over_refusal_trigger, cfg.openings,
-                       cfg.lookalike_noise)
 
 
 def save_world(world: dict, out: Path) -> dict:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..chat import collate, encode_pair, sequence_nll
-from .objectives import get_objective
+from .objective import get_objective
 from ..errors import DataError
 from ..io.checkpoints import atomic_dir, sha256_file
 from ..io.models import load_model

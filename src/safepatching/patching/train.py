@@ -25,7 +25,7 @@ from ..errors import NonFiniteError
 from ..io.checkpoints import sha256_dir
 from ..io.models import load_model, versions
 from ..io.patches import write_patch
-from .objectives import get_objective
+from .objective import get_objective
 
 
 def _gather_batch(acc, local: list[torch.Tensor], plan: list[list[slice]]) -> torch.Tensor:

@@ -13,10 +13,11 @@ from typing import Literal
 from pydantic import Field
 
 from ..method import (Merged, RankedSettings, TensorInputs, important, keep_and, keep_not, keep_or, masked_merge,
-                      register_merge, retention)
+                      ranking_prepass, register_merge, retention)
 
 
 class SafePatchingSettings(RankedSettings):
+    alpha: float = Field(2.0, description="scale of the safety-enhancement (SE) patch")
     compose: Literal["sequential", "union"] = Field(
         "sequential", description="random mask then difference set (sequential), or either mask (union)")
     difference: bool = Field(True, description="apply difference sets; false = plain top-a/top-b masks")
@@ -32,7 +33,9 @@ def _sp_label(cfg: SafePatchingSettings) -> str:
             + ("" if cfg.compose == "sequential" else " union"))
 
 
-@register_merge("safepatching", SafePatchingSettings, needs_scores=True, ranks_retained=_sequential, label=_sp_label)
+@register_merge("safepatching", SafePatchingSettings, needs_scores=True, prepass=ranking_prepass(_sequential),
+                label=_sp_label,
+                sweep={"p": [0.5], "a": [20.0, 40.0], "b": [5.0, 20.0], "alpha": [1.0, 2.0], "beta": [1.0]})
 def safepatching(t: TensorInputs, cfg: SafePatchingSettings) -> Merged:
     r_se, r_om = retention(t, cfg, "se"), retention(t, cfg, "om")
     seq = cfg.compose == "sequential"
@@ -57,8 +60,8 @@ def _int_label(cfg: IntersectionSettings) -> str:
     return f"intersection p={cfg.p:g} a={cfg.a:g} b={cfg.b:g} {cfg.ranking}"
 
 
-@register_merge("intersection", IntersectionSettings, needs_scores=True, ranks_retained=lambda cfg: True,
-                label=_int_label)
+@register_merge("intersection", IntersectionSettings, needs_scores=True, prepass=ranking_prepass(lambda cfg: True),
+                label=_int_label, sweep={"a": [20.0], "b": [5.0, 20.0]})
 def intersection(t: TensorInputs, cfg: IntersectionSettings) -> Merged:
     """M = T_SE & T_OM for both patches (T ranked among R-retained entries, as sequential safepatching)."""
     m = keep_and(important(t, cfg, "se", True), important(t, cfg, "om", True))

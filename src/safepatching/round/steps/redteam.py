@@ -25,7 +25,7 @@ def redteam(params: Params, layout: RoundLayout, log=print) -> dict:
     batch (id, prompt, response, category) and `redteam.json` (pool size, failures, shares by family); returns
     the report. No failure at all is an error: the round would have nothing to patch."""
     from ...evaluation.generate import DecodingConfig, generate
-    from ...evaluation.judges import get_judge
+    from ...evaluation.judge import get_judge
     from ...io.jsonl import read_jsonl, write_jsonl
     from ...io.models import load_model
 
