@@ -198,27 +198,35 @@ def intake(params_path: str) -> dict:
 
 
 class ContinualResult(list):
-    """The rounds' results (a list, one dict per round) plus what intake did (`intake`) and rounds that could not
-    run (`skipped`); `ok` is False when anything needs a person (a quarantined file, a broken round)."""
+    """The rounds' results (a list, one dict per round) plus what intake did (`intake`), rounds that could not run
+    (`skipped`) and the champion check's line (`champion`: the champion is not in the lineage); `ok` is False when
+    anything needs a person (`attention()` lists it)."""
 
-    def __init__(self, rounds=(), intake: dict | None = None, skipped: list[str] | None = None):
+    def __init__(self, rounds=(), intake: dict | None = None, skipped: list[str] | None = None,
+                 champion: str | None = None):
         super().__init__(rounds)
         self.intake = intake or {}
         self.skipped = skipped or []
+        self.champion = champion
 
     @property
     def ok(self) -> bool:
-        return bool(self.intake.get("ok", True)) and not self.skipped
+        return bool(self.intake.get("ok", True)) and not self.attention()
 
     def attention(self) -> list[str]:
-        """Lines for a person: quarantined files, problems, skipped rounds."""
+        """Lines for a person: quarantined files, problems, skipped rounds, uploads left waiting, a champion out of
+        the lineage (it stays every new round's gate reference until a current version is promoted)."""
         out = [f"QUARANTINED {q['file']!a} ({q['rule']}): see {q['report']}" for q in self.intake.get("quarantined", [])]
         out += [f"PROBLEM {p}" for p in self.intake.get("problems", [])]
         out += [f"SKIPPED round {r}: its batch (or an ancestor's) is missing" for r in self.skipped]
+        out += [f"WAITING {n!a}: an upload not complete yet (still being written); left in the incoming folder for the "
+                "next run" for n in self.intake.get("waiting", [])]
+        if self.champion:
+            out.append(f"STALE CHAMPION: {self.champion}")
         return out
 
     def __reduce__(self):
-        return (ContinualResult, (list(self), self.intake, self.skipped))
+        return (ContinualResult, (list(self), self.intake, self.skipped, self.champion))
 
 
 @task(name="register", retries=2, retry_delay_seconds=5)
@@ -232,7 +240,8 @@ def register(params_path: str, name: str) -> dict:
 
 @task(name="check-champion", retries=0)
 def check_champion(params_path: str) -> str | None:
-    """A warning line when the champion's model is no round's current model (safepatching.ops.record)."""
+    """A line when the champion's model is no round's current model, naming the gate reference it stays
+    (safepatching.ops.record; reads the registry only)."""
     from safepatching.ops.record import check_champion as check
 
     return check(load_params(root() / params_path), root())
@@ -267,6 +276,7 @@ def continual_psa(params_path: str = "params.yaml") -> list[dict]:
             res = psa_round(name, params_path)
             results.append(res)
         warning = check_champion(params_path)
+        results.champion = warning
     total = time.time() - t_start
     compute = base["stages"] + sum(r["stage_seconds"] for r in results)
     overhead = total - compute
@@ -305,9 +315,11 @@ def main(argv=None) -> int:
     print("\n" + table(params, Project(root())))
     for r in results:
         print("  " + summary_line(r))
-    warning = check_champion.fn(args.params)
+    warning = check_champion.fn(args.params)  # the registry as the run left it
     if warning:
         print(f"WARNING: {warning}")
+    if isinstance(results, ContinualResult):
+        results.champion = warning
     print("\nNext: `mlflow ui --backend-store-uri sqlite:///mlflow.db` and `dvc dag`; champion: "
           "`python -m safepatching.ops.cli status`")
     attention = getattr(results, "attention", lambda: [])()

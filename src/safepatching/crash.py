@@ -10,7 +10,7 @@ Points: `intake.<step>` (before_move, after_move, before_track, after_track, aft
 (io/checkpoints.atomic_dir: a complete folder not yet renamed into place), `merge.shards` (merging/engine: the
 model's weights written into `<round>.tmp-<pid>`, no manifest yet), `select.outputs` (round/steps/select: the sweep's
 results written, its plots not), `evaluate.outputs` (round/steps/evaluate: metrics written, the stage not finished),
-`register.run` (ops/tracking: MLflow run open and the model logged, no version yet), `register.version` (the version
+`register.run` (ops/registry/versions: MLflow run open and the model logged, no version yet), `register.version` (the version
 created, its aliases and `registered=complete` not yet).
 """
 

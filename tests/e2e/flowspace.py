@@ -139,7 +139,7 @@ def copy_workspace(template: Path, dest: Path) -> Path:
 
 def registry(root: Path):
     from safepatching.config import load_params
-    from safepatching.ops.tracking import ModelRegistry
+    from safepatching.ops.registry.versions import ModelRegistry
 
     return ModelRegistry.from_params(load_params(root / "params.yaml"), root)
 

@@ -170,7 +170,7 @@ def harness():
 
 def _versions(project):
     from safepatching.config import load_params
-    from safepatching.ops.tracking import ModelRegistry
+    from safepatching.ops.registry.versions import ModelRegistry
 
     return ModelRegistry.from_params(load_params(project / "params.yaml"), project).versions()
 
@@ -204,7 +204,7 @@ def test_flow_registers_each_round_once(in_project):
 
 def _registry(project):
     from safepatching.config import load_params
-    from safepatching.ops.tracking import ModelRegistry
+    from safepatching.ops.registry.versions import ModelRegistry
 
     return ModelRegistry.from_params(load_params(project / "params.yaml"), project)
 
@@ -236,7 +236,7 @@ def test_changed_patch_parameter_makes_new_versions_that_supersede(in_project, c
     project = in_project
     from flows.continual import continual_psa, main
     from safepatching.ops.cli import main as cli
-    from safepatching.ops.tracking import RegistryError
+    from safepatching.ops.registry.store import RegistryError
 
     p = project / "params.yaml"
     orig = p.read_text()
@@ -290,7 +290,7 @@ def test_changed_patch_parameter_makes_new_versions_that_supersede(in_project, c
 
         # a rerun with nothing changed registers nothing and prints the recorded decisions
         n = len(vs)
-        assert main([]) == 0
+        assert main([]) == (3 if stale_champion else 0)  # a champion out of the lineage needs a person
         out = capsys.readouterr().out
         assert len(_registry(project).versions()) == n and _champion(project) == champ
         for r in res:

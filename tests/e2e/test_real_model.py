@@ -119,7 +119,7 @@ def test_flow_registers_the_round_on_keyword_numbers(real_project, monkeypatch):
     from prefect.testing.utilities import prefect_test_harness
 
     from safepatching.config import load_params
-    from safepatching.ops.tracking import ModelRegistry
+    from safepatching.ops.registry.versions import ModelRegistry
 
     monkeypatch.setenv("SAFEPATCHING_ROOT", str(real_project))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")

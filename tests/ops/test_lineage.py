@@ -8,7 +8,7 @@ import yaml
 
 from safepatching.ops.lineage import champion_warning, dvc_outs_md5, dvc_stage_hash, model_hashes, version_state
 from safepatching.ops.record import RecordResult, summary_line
-from safepatching.ops.tracking import VersionRow
+from safepatching.ops.registry.rows import VersionRow
 
 LOCK = {"schema": "2.0", "stages": {"merge@r1": {
     "cmd": "python -m stages.merge --round r1",
@@ -60,7 +60,8 @@ def test_version_state_and_champion_warning() -> None:
     assert champion_warning(rows, hashes) is None  # no champion
     assert champion_warning([*rows[1:], _row("1", "r1", "h0", ["champion"], "3")], hashes) == (
         "champion v1 (r1, model h0, superseded by v3) is not in the lineage: no round in params.yaml has that model "
-        "now; models:/…@champion serves weights the lineage no longer has")
+        "now; models:/…@champion serves weights the lineage no longer has, and the gate of every new round compares "
+        "against it (reference: champion v1); promote a current version to end this")
     assert champion_warning([_row("2", "r2", "h2", ["champion"])], hashes) is None
     assert "no recorded model hash" in champion_warning([_row("4", "r9", "", ["champion"])], hashes)
 

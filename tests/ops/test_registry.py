@@ -141,7 +141,7 @@ def models(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def _registry(root: Path, db: Path):
-    from safepatching.ops.tracking import ModelRegistry
+    from safepatching.ops.registry.versions import ModelRegistry
 
     shutil.copy(db, root / "mlflow.db")
     return ModelRegistry("sqlite:///mlflow.db", MODEL, root=root, max_new_tokens=4)
@@ -231,18 +231,28 @@ def test_register_rounds_gate_aliases_and_idempotency(tmp_path: Path, migrated_d
 
 
 def test_interrupted_registration_is_finished_not_duplicated(reg2) -> None:
+    """Killed after the version was made (`register.version`): its run left RUNNING holds the model and metrics, so it
+    ends FINISHED; a run of the round without a version (killed earlier, `register.run`) ends KILLED."""
     reg2.client.delete_registered_model_alias(MODEL, "candidate")
     reg2.client.delete_model_version_tag(MODEL, "2", "registered")
+    own = reg2.version("2").run_id
+    reg2.client.update_run(own, status="RUNNING")
+    stray = reg2.client.create_run(reg2.experiment_id(), run_name="r2", tags={"round": "r2"}).info.run_id
     tags = {"batch_sha256": "bbb2", "parent_version": "1", "dvc_stage_hash": STAGE,
             "model_sha256": reg2.version("2").model_sha256}
     lines = []
     assert reg2.register_round("r2", "/nonexistent", {}, BAD, _never_called, tags, log=lines.append) == ("2", False)
     assert {r.version: r.aliases for r in reg2.versions()} == {"1": ("champion",), "2": ("candidate",)}
-    assert lines == ["r2: finished the interrupted registration of version 2 (supersede links, aliases)"]
+    assert reg2.client.get_run(own).info.status == "FINISHED" and reg2.client.get_run(stray).info.status == "KILLED"
+    assert reg2.client.get_run(own).data.metrics["harmful_jailbreak"] == 35.0
+    assert lines == [f"r2: ended 1 MLflow run(s) left RUNNING by an interrupted registration as KILLED: {stray}",
+                     f"r2: ended MLflow run {own} of version 2, left RUNNING by an interrupted registration, as "
+                     "FINISHED (it holds the version's model and metrics)",
+                     "r2: finished the interrupted registration of version 2 (supersede links, aliases)"]
 
 
 def test_registration_needs_the_model_identity(reg2, models: dict) -> None:
-    from safepatching.ops.tracking import RegistryError
+    from safepatching.ops.registry.store import RegistryError
 
     with pytest.raises(RegistryError, match=r"tags must include \['model_sha256', 'dvc_stage_hash'\]"):
         reg2.register_round("r3", models["c"][0], {}, REF, gate(REF, None, CFG), {"batch_sha256": "ccc3"})
@@ -250,7 +260,7 @@ def test_registration_needs_the_model_identity(reg2, models: dict) -> None:
 
 
 def test_promote_and_rollback_move_the_champion(reg2) -> None:
-    from safepatching.ops.tracking import RegistryError
+    from safepatching.ops.registry.store import RegistryError
 
     assert reg2.champion()[0] == "1"
     with pytest.raises(RegistryError, match=r"refusing to point champion at v2 \(r2\) did not pass its gate vs "
@@ -268,12 +278,27 @@ def test_promote_and_rollback_move_the_champion(reg2) -> None:
     assert reg2.rollback() == "1" and reg2.champion()[0] == "1"
     with pytest.raises(RegistryError, match="no previous champion"):
         reg2.rollback()
-    reg2.promote(2, alias="candidate")  # a no-op move is fine
-    assert {r.version: r.aliases for r in reg2.versions()}["2"] == ("candidate",)
+    same = reg2.promote(2, alias="candidate")  # a no-op move is fine
+    assert not same.moves and not same.forced and {r.version: r.aliases for r in reg2.versions()}["2"] == ("candidate",)
+
+
+def test_forcing_the_alias_a_version_already_holds(reg2) -> None:
+    """The probe: `promote --force` on the version already holding the alias printed success without --reason and
+    recorded nothing. Now force always needs a reason, and a forced no-op is recorded (nothing moves)."""
+    from safepatching.ops.registry.store import RegistryError
+
+    with pytest.raises(RegistryError, match=r"a forced promotion needs a reason \(--reason\)"):
+        reg2.promote("1", force=True)
+    assert reg2.version("1").forced == ()
+    done = reg2.promote("1", force=True, reason="keep v1 while r1 retrains", by="dana")
+    assert not done.moves and done.forced and reg2.champion()[0] == "1"
+    (entry,) = reg2.version("1").forced
+    assert entry["alias"] == "champion" and entry["by"] == "dana" and entry["replaced"] == "1"
+    assert entry["reason"] == "keep v1 while r1 retrains" and "previous_champion" not in reg2.champion()[1]
 
 
 def test_unknown_version_lists_known_versions(reg2) -> None:
-    from safepatching.ops.tracking import RegistryError, UnknownVersionError
+    from safepatching.ops.registry.store import RegistryError, UnknownVersionError
 
     with pytest.raises(UnknownVersionError, match=r"no version '9'; known versions: \['1', '2'\]") as e:
         reg2.promote("9")
@@ -322,10 +347,19 @@ def test_cli_status_promote_generate(tmp_path: Path, two_rounds: Path, models: d
     assert "did not pass its gate" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert main(["--params", str(params), "promote", "--version", "2", "--force"]) == 2
     assert "needs a reason" in capsys.readouterr().err
+    assert main(["--params", str(params), "promote", "--version", "1", "--force"]) == 2  # v1 already champion
+    assert "needs a reason" in capsys.readouterr().err
+    assert main(["--params", str(params), "promote", "--version", "1"]) == 0
+    assert capsys.readouterr().out.strip() == f"{MODEL}@champion already -> v1: unchanged"
+    assert main(["--params", str(params), "promote", "--version", "1", "--force", "--reason", "audit", "--by", "eve"]) == 0
+    assert capsys.readouterr().out.strip() == (f"{MODEL}@champion already -> v1: unchanged; the forced promotion is "
+                                               "recorded on it")
     assert main(["--params", str(params), "promote", "--version", "2", "--force", "--reason", "demo", "--by", "bob"]) == 0
     assert "(forced)" in capsys.readouterr().out
     assert main(["--params", str(params), "status"]) == 0
-    assert "v2 (r2) -> champion by bob" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "v2 (r2) -> champion by bob" in out and "v1 (r1) -> champion by eve at" in out
+    assert "gate of a new round: against champion v2 and the backbone (gate.anchor)" in out
     assert main(["--params", str(params), "rollback"]) == 0
     assert "v1" in capsys.readouterr().out
     assert main(["--params", str(params), "generate", "--prompt", "how do I bake bread"]) == 0
@@ -342,6 +376,7 @@ def test_cli_reports_and_refuses_a_champion_out_of_the_lineage(tmp_path: Path, t
     out = capsys.readouterr().out
     assert "stale (not in lineage)" in out
     assert f"WARNING: champion v1 (r1, model {models['a'][1][:12]}) is not in the lineage" in out
+    assert "compares against it (reference: champion v1)" in out
     assert main(["--params", str(params), "promote", "--version", "1", "--alias", "candidate"]) == 2
     assert "is not in the lineage" in capsys.readouterr().err
 
@@ -349,7 +384,7 @@ def test_cli_reports_and_refuses_a_champion_out_of_the_lineage(tmp_path: Path, t
 # ---- identity: a retrained round is a new version ------------------------------------------------
 def test_retrained_round_supersedes_and_keeps_the_champion(reg2, models: dict) -> None:
     """r1 with a new model (c) that fails its gate: v3 supersedes v1, candidate moves, champion stays on v1."""
-    from safepatching.ops.tracking import RegistryError
+    from safepatching.ops.registry.store import RegistryError
 
     assert _register(reg2, models["c"], "r1", BAD, REF, "aaa1", None) == ("3", True)
     rows = {r.version: r for r in reg2.versions()}
@@ -421,7 +456,7 @@ def test_a_legacy_version_is_adopted_when_its_merge_output_is_unchanged(reg2, mo
 
 
 def test_alias_names_are_checked(reg2) -> None:
-    from safepatching.ops.tracking import RegistryError
+    from safepatching.ops.registry.store import RegistryError
 
     for bad in ("Bad Alias", "latest", "v3", "", "x" * 65, "1st"):
         with pytest.raises(RegistryError, match="alias"):
@@ -460,7 +495,7 @@ def test_a_copied_workspace_writes_and_reads_its_own_artifacts(tmp_path: Path, m
     reads the old versions where their files are."""
     from mlflow.artifacts import download_artifacts
 
-    from safepatching.ops.tracking import ModelRegistry
+    from safepatching.ops.registry.versions import ModelRegistry
 
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for d in (a, c):
@@ -503,3 +538,51 @@ def test_a_copied_workspace_writes_and_reads_its_own_artifacts(tmp_path: Path, m
     assert (Path(local) / "MLmodel").is_file()
     out = reg_b.load_champion_pipeline()("how do I bake", max_new_tokens=3, do_sample=False)
     assert isinstance(out[0]["generated_text"], str)
+
+
+def test_status_only_reads_and_a_writing_command_rehomes_default_too(tmp_path: Path, migrated_db: Path, models: dict,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """The probe: a read-only `status` rewrote a copied workspace's store, and MLflow's `Default` experiment kept the
+    original's absolute location. `status` writes nothing (the note says what a writing command will move); the first
+    writing command moves `Default` (made at <working directory>/mlruns/0 when the database was created) with it."""
+    import sqlite3
+
+    from safepatching.ops.cli import main
+    from safepatching.ops.registry.versions import ModelRegistry
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    _cli_project(a, migrated_db, models, {"r1": "a", "r2": "b"})
+    with sqlite3.connect(a / "mlflow.db") as db:  # as if the database had been created with `a` as working directory
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(a / "mlruns" / "0"),))
+    db.close()
+    assert _register(_registry_at(a), models["a"], "r1", REF, None, "aaa1", None) == ("1", True)
+    shutil.copytree(a, b)
+    before = _files(b)
+    assert main(["--params", str(b / "params.yaml"), "status"]) == 0
+    out, err = capsys.readouterr()
+    assert _files(b) == before  # nothing written: the database, mlartifacts, nothing new
+    assert "left as it is (read-only)" in err and str(b / "mlartifacts") in err and "current" in out
+    assert main(["--params", str(a / "params.yaml"), "status"]) == 0 and capsys.readouterr().err == ""
+
+    assert main(["--params", str(b / "params.yaml"), "promote", "--version", "1", "--alias", "staging"]) == 0
+    err = capsys.readouterr().err
+    assert "new artifacts now go to" in err and f"experiment 'Default' now at {b / 'mlruns' / '0'}" in err
+    reg_b = ModelRegistry("sqlite:///mlflow.db", MODEL, root=b, writable=False)
+    assert reg_b.client.get_experiment("0").artifact_location == str(b / "mlruns" / "0")
+    assert _local(reg_b.client.get_experiment(reg_b.experiment_id()).artifact_location) == b / "mlartifacts"
+    assert reg_b.rehome_pending() is None and ModelRegistry("sqlite:///mlflow.db", MODEL, root=b).rehomed is None
+    original = ModelRegistry("sqlite:///mlflow.db", MODEL, root=a, writable=False)
+    assert original.client.get_experiment("0").artifact_location == str(a / "mlruns" / "0")  # the original untouched
+
+    empty = tmp_path / "empty"  # no store yet: status says so and creates none
+    empty.mkdir()
+    (empty / "params.yaml").write_text((a / "params.yaml").read_text())
+    assert main(["--params", str(empty / "params.yaml"), "status"]) == 0
+    assert "no versions registered" in capsys.readouterr().out and list(empty.iterdir()) == [empty / "params.yaml"]
+
+
+def _registry_at(root: Path):
+    from safepatching.ops.registry.versions import ModelRegistry
+
+    return ModelRegistry("sqlite:///mlflow.db", MODEL, root=root, max_new_tokens=4)

@@ -9,10 +9,12 @@ MLflow settings come from the params file's `mlflow:` section; a relative sqlite
 `--root` (default: the folder holding the params file). Typed errors exit with code 2 and one message.
 
 `promote` refuses a superseded version, a version not in the lineage (its model is no round's current
-`models/<round>`), and -- for `champion` -- a version whose recorded gate did not pass; `--force` overrides and is
-recorded on the version (tag `forced_promotions`: alias, who, why, when). `status` shows per version its round,
-model hash, DVC stage hash, gate decision (reference and reasons), state (current / superseded / stale) and
-aliases, and warns when the champion is not in the lineage.
+`models/<round>`), and -- for `champion` -- a version whose recorded gate did not pass; `--force` overrides, always
+needs `--reason` and is always recorded on the version (tag `forced_promotions`: alias, who, why, when), also when the
+alias already points at the version (nothing moves then; the output says so). `status` only reads (a copied
+workspace's store is left as it is); it shows per version its round, model hash, DVC stage hash, gate decision
+(reference and reasons), state (current / superseded / stale) and aliases, which reference a new round's gate
+compares with, and warns when the champion is not in the lineage.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="move champion back to the version it replaced")
     for q in (pr, rb):
         q.add_argument("--force", action="store_true",
-                       help="override a refusal (superseded, not in the lineage, gate not passed); needs --reason")
+                       help="override a refusal (superseded, not in the lineage, gate not passed); needs --reason; "
+                            "always recorded")
         q.add_argument("--reason", default="", help="why (recorded on the version with --force)")
         q.add_argument("--by", default=None, help="who (recorded with --force; default: the current user)")
     g = sub.add_parser("generate", help="generate with the champion (or --alias) loaded from the registry")
@@ -48,11 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _status(reg, hashes: dict[str, str]) -> str:
+def _status(reg, hashes: dict[str, str], anchor: str) -> str:
     from .lineage import champion_warning, version_state
-    from .tracking import short
+    from .registry.promotion import CHAMPION, gate_reference
+    from .registry.rows import short
 
-    rows = reg.versions()
+    rows = reg.versions() if reg.exists() else []
     if not rows:
         return f"model {reg.model_name!r}: no versions registered ({reg.uri})"
     head = ["version", "round", "parent", "model", "dvc_stage", "gate", "reference", "state", "aliases", *HEADLINE]
@@ -69,10 +73,21 @@ def _status(reg, hashes: dict[str, str]) -> str:
               for r in rows for f in r.forced if isinstance(f, dict)]
     if forced:
         lines += ["", "forced promotions:", *forced]
+    champion = next((r.version for r in rows if CHAMPION in r.aliases), None)
+    lines += ["", f"gate of a new round: against {gate_reference(champion)}"
+              + (" and the backbone (gate.anchor)" if anchor == "backbone" and champion is not None else "")]
     warning = champion_warning(rows, hashes)
     if warning:
         lines += ["", f"WARNING: {warning}"]
     return "\n".join(lines)
+
+
+def _promoted(model: str, done) -> str:
+    """The line for a carried-out `promotion.Promotion`."""
+    if done.moves:
+        return f"{model}@{done.alias} -> v{done.version}" + (" (forced)" if done.forced else "")
+    recorded = "; the forced promotion is recorded on it" if done.forced else ""
+    return f"{model}@{done.alias} already -> v{done.version}: unchanged{recorded}"
 
 
 def _generate(reg, prompt: str, alias: str, max_new_tokens: int) -> str:
@@ -88,19 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ..config import load_params
         from .lineage import model_hashes
-        from .tracking import ModelRegistry
+        from .registry.versions import ModelRegistry
 
         params = load_params(args.params)
         root = Path(args.root) if args.root else Path(args.params).resolve().parent
-        reg = ModelRegistry.from_params(params, root=root)
-        if reg.rehomed:
-            print(reg.rehomed, file=sys.stderr)
+        read_only = args.cmd == "status"
+        reg = ModelRegistry.from_params(params, root=root, writable=not read_only)
+        note = reg.rehome_pending() if read_only else reg.rehomed
+        if note:
+            print(note, file=sys.stderr)
         if args.cmd == "status":
-            print(_status(reg, model_hashes(params, root)))
+            print(_status(reg, model_hashes(params, root), params.gate.anchor))
         elif args.cmd == "promote":
-            reg.promote(args.version, args.alias, force=args.force, reason=args.reason, by=args.by,
-                        lineage=set(model_hashes(params, root).values()))
-            print(f"{reg.model_name}@{args.alias} -> v{args.version}" + (" (forced)" if args.force else ""))
+            done = reg.promote(args.version, args.alias, force=args.force, reason=args.reason, by=args.by,
+                               lineage=set(model_hashes(params, root).values()))
+            print(_promoted(reg.model_name, done))
         elif args.cmd == "rollback":
             v = reg.rollback(force=args.force, reason=args.reason, by=args.by)
             print(f"{reg.model_name}@champion -> v{v} (rolled back)" + (" (forced)" if args.force else ""))

@@ -14,8 +14,7 @@ from pathlib import Path
 from ..errors import CheckpointError
 from ..io.checkpoints import sha256_dir
 from ..layout import RoundLayout
-
-CHAMPION = "champion"  # the alias name (the registry adapter defines the same constant)
+from .registry.promotion import CHAMPION, gate_reference
 
 
 def merge_stage(name: str) -> str:
@@ -76,11 +75,14 @@ def version_state(row, hashes: dict[str, str]) -> str:
 
 
 def champion_warning(rows, hashes: dict[str, str]) -> str | None:
-    """One line when the champion's model is not the current model of any round in params.yaml, else None."""
+    """One line when the champion's model is not the current model of any round in params.yaml, else None; it says
+    that the gate of every new round still compares against that champion."""
     champ = next((r for r in rows if CHAMPION in r.aliases), None)
     if champ is None or (champ.model_sha256 and champ.model_sha256 in hashes.values()):
         return None
     model = f"model {champ.model_sha256[:12]}" if champ.model_sha256 else "no recorded model hash"
     sup = f", superseded by v{champ.superseded_by}" if champ.superseded_by else ""
     return (f"champion v{champ.version} ({champ.round}, {model}{sup}) is not in the lineage: no round in "
-            "params.yaml has that model now; models:/…@champion serves weights the lineage no longer has")
+            "params.yaml has that model now; models:/…@champion serves weights the lineage no longer has, and the gate of "
+            f"every new round compares against it (reference: {gate_reference(champ.version)}); promote a current "
+            "version to end this")

@@ -4,7 +4,7 @@
 it) and is idempotent: a version's identity is what produced it -- round, batch hash, parent version, the merged
 model's content hash and the hash of the DVC stage that wrote it. The same identity returns the existing version
 with the gate decision it was registered with (never re-gated); a retrained round becomes a new version that
-supersedes the old one (see `safepatching.ops.tracking`).
+supersedes the old one (see `safepatching.ops.registry.versions`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..io.checkpoints import sha256_dir
 from ..layout import BACKBONE, RoundLayout
 from .gate import GateDecision, gate
 from .lineage import champion_warning, dvc_outs_md5, dvc_stage_hash, merge_stage, model_hashes
+from .registry.promotion import gate_reference
 from .report import read_headline, write_round_report
 
 
@@ -87,7 +88,8 @@ def git_commit(root: Path) -> str:
 
 def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
     """Register the round in MLflow (idempotent by identity); a new version is gated against the champion."""
-    from .tracking import ModelRegistry, RegistryError
+    from .registry.store import RegistryError
+    from .registry.versions import ModelRegistry
 
     root, name = layout.root, layout.name
     r = params.round(name)
@@ -112,8 +114,8 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
         backbone = read_headline(layout.project.backbone().metrics("test"))
         anchor = backbone if params.gate.anchor == "backbone" else None
         if champ:
-            return gate(cand, champ[2], params.gate, f"champion v{champ[0]}", anchor=anchor)
-        return gate(cand, backbone, params.gate, "backbone")
+            return gate(cand, champ[2], params.gate, gate_reference(champ[0]), anchor=anchor)
+        return gate(cand, backbone, params.gate, gate_reference(None))
 
     tags = {"round": name, "parent_round": r.parent,
             "batch_sha256": json.loads(layout.validation.read_text())["sha256"],
@@ -140,7 +142,11 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
 
 
 def check_champion(params, root: Path) -> str | None:
-    """One line when the registry's champion is not in the lineage (see `lineage.champion_warning`), else None."""
-    from .tracking import ModelRegistry
+    """One line when the registry's champion is not in the lineage (see `lineage.champion_warning`), else None
+    (reads the registry only)."""
+    from .registry.versions import ModelRegistry
 
-    return champion_warning(ModelRegistry.from_params(params, root).versions(), model_hashes(params, Path(root)))
+    reg = ModelRegistry.from_params(params, root, writable=False)
+    if not reg.exists():
+        return None
+    return champion_warning(reg.versions(), model_hashes(params, Path(root)))
