@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from safepatching.evaluation.judges import get_judge
+from safepatching.evaluation.judge import get_judge
 
 # (output, harmful prompt?, label)
 CASES = [
