@@ -197,7 +197,8 @@ def child(mode: str, root: Path, out: Path, threads: int = 1) -> dict:
     from safetensors.torch import load_file, save_file
 
     from safepatching.io.checkpoints import copy_aux_files, list_shards, load_state_dict, sha256_dir, sha256_file
-    from safepatching.merging.engine import merge_checkpoint, merge_in_memory
+    from safepatching.merging.engine import merge_checkpoint
+    from safepatching.merging.in_memory import merge_in_memory
 
     mode, _, cfg_name = mode.partition(":")
     if mode == "mk":
@@ -312,6 +313,7 @@ def main() -> None:
             import torch  # noqa: F401
 
             import safepatching.merging.engine  # noqa: F401
+            import safepatching.merging.in_memory  # noqa: F401
             if args.child == "mk_baseline":
                 import mergekit.merge  # noqa: F401
             res = {"seconds": 0.0, "cpu": 0.0}

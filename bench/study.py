@@ -71,7 +71,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
     from safepatching.evaluation.suite import load_suite
     from safepatching.io.checkpoints import atomic_dir
     from safepatching.io.models import load_model
-    from safepatching.merging.engine import merge_in_memory
+    from safepatching.merging.in_memory import merge_in_memory
     from safepatching.organism.model import build_organism
     from safepatching.organism.world import build_world, save_world
     from safepatching.layout import Project, RoundLayout
