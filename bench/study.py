@@ -43,7 +43,7 @@ def seed_params(params, seed: int, rounds: int, categories: list[str] | None = N
     world's order, or `categories`), each round's batch red-teamed from its parent (the failures of the model being
     patched)."""
     from safepatching.config import parse_params
-    from safepatching.organism.world import CATEGORIES
+    from safepatching.organism.vocabulary import CATEGORIES
 
     data = params.model_dump(mode="json")
     data["seed"] = seed

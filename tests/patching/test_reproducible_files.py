@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from safepatching.config import ObjectiveCfg
-from safepatching.organism.world import read_jsonl
+from safepatching.io.jsonl import read_jsonl
 from safepatching.patching.train import train_patch
 
 
