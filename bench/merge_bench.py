@@ -94,7 +94,8 @@ def setup_ft(root: Path) -> None:
     """ft_se / ft_om = base + each patch in fp32, shard by shard in the base's layout (mergekit's inputs)."""
     from safetensors.torch import load_file, save_file
 
-    from safepatching.io.checkpoints import copy_aux_files, list_shards
+    from safepatching.io.checkpoints import list_shards
+    from safepatching.io.shard_writer import copy_aux_files
 
     for ft, side in zip(FT, ("se", "om")):
         if (root / ft / "config.json").exists():
@@ -196,7 +197,8 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
 def child(mode: str, root: Path, out: Path, threads: int = 1) -> dict:
     from safetensors.torch import load_file, save_file
 
-    from safepatching.io.checkpoints import copy_aux_files, list_shards, load_state_dict, sha256_dir, sha256_file
+    from safepatching.io.checkpoints import list_shards, load_state_dict, sha256_dir, sha256_file
+    from safepatching.io.shard_writer import copy_aux_files
     from safepatching.merging.engine import merge_checkpoint
     from safepatching.merging.in_memory import merge_in_memory
 

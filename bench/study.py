@@ -69,7 +69,7 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
     from safepatching.evaluation.generate import DecodingConfig
     from safepatching.evaluation.metrics import evaluate_rows, headline
     from safepatching.evaluation.suite import load_suite
-    from safepatching.io.checkpoints import atomic_dir
+    from safepatching.io.atomic import atomic_dir
     from safepatching.io.models import load_model
     from safepatching.merging.in_memory import merge_in_memory
     from safepatching.organism.model import build_organism

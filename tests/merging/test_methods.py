@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 
 import safepatching.merging.masks as masks_mod
 import safepatching.merging.stats as stats_mod
-from safepatching.io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
-                                     load_state_dict, save_sharded, sha256_dir)
+from safepatching.io.atomic import atomic_dir
+from safepatching.io.checkpoints import INDEX_NAME, LazyReader, list_shards, load_state_dict, sha256_dir
+from safepatching.io.shard_writer import ShardWriter, copy_aux_files, save_sharded
 from safepatching.config import MergeSettings, merge_settings
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
 from safepatching.merging.masks import (MASK_VERSION, layer_of, bernoulli_threshold, difference_sets, global_threshold, hash32,

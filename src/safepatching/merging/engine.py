@@ -35,8 +35,9 @@ import torch
 from .. import crash
 from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
-from ..io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
-                         plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index, write_order)
+from ..io.atomic import atomic_dir
+from ..io.checkpoints import INDEX_NAME, LazyReader, list_shards, read_specs, sha256_dir, sha256_file
+from ..io.shard_writer import ShardWriter, copy_aux_files, plan_shards, shard_name, write_index, write_order
 from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
 from .masks import MASK_VERSION
 from .method import SIDES, MergeMethod, TensorInputs, Whole, all_finite, get_merge
