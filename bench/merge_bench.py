@@ -94,7 +94,8 @@ def setup_ft(root: Path) -> None:
     """ft_se / ft_om = base + each patch in fp32, shard by shard in the base's layout (mergekit's inputs)."""
     from safetensors.torch import load_file, save_file
 
-    from safepatching.io.checkpoints import copy_aux_files, list_shards
+    from safepatching.io.checkpoints import list_shards
+    from safepatching.io.shard_writer import copy_aux_files
 
     for ft, side in zip(FT, ("se", "om")):
         if (root / ft / "config.json").exists():
@@ -196,8 +197,10 @@ def setup(root: Path, size: str, vocab: int | None = None, layers: int | None = 
 def child(mode: str, root: Path, out: Path, threads: int = 1) -> dict:
     from safetensors.torch import load_file, save_file
 
-    from safepatching.io.checkpoints import copy_aux_files, list_shards, load_state_dict, sha256_dir, sha256_file
-    from safepatching.merging.engine import merge_checkpoint, merge_in_memory
+    from safepatching.io.checkpoints import list_shards, load_state_dict, sha256_dir, sha256_file
+    from safepatching.io.shard_writer import copy_aux_files
+    from safepatching.merging.engine import merge_checkpoint
+    from safepatching.merging.in_memory import merge_in_memory
 
     mode, _, cfg_name = mode.partition(":")
     if mode == "mk":
@@ -312,6 +315,7 @@ def main() -> None:
             import torch  # noqa: F401
 
             import safepatching.merging.engine  # noqa: F401
+            import safepatching.merging.in_memory  # noqa: F401
             if args.child == "mk_baseline":
                 import mergekit.merge  # noqa: F401
             res = {"seconds": 0.0, "cpu": 0.0}

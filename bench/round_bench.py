@@ -119,7 +119,7 @@ def child(step: str, root: str, hidden: int, scale: int, backbone_steps: int) ->
 def build(root: Path, hidden: int, scale: int, backbone_steps: int) -> None:
     """World + a briefly trained backbone + the round's batch (the weapons batch repeated `scale` times, ids kept
     unique), validated as the pipeline would."""
-    from safepatching.io.checkpoints import atomic_dir
+    from safepatching.io.atomic import atomic_dir
     from safepatching.io.jsonl import read_jsonl, write_jsonl
     from safepatching.organism.model import build_organism
     from safepatching.organism.world import build_world, save_world

@@ -43,7 +43,7 @@ def seed_params(params, seed: int, rounds: int, categories: list[str] | None = N
     world's order, or `categories`), each round's batch red-teamed from its parent (the failures of the model being
     patched)."""
     from safepatching.config import parse_params
-    from safepatching.organism.world import CATEGORIES
+    from safepatching.organism.vocabulary import CATEGORIES
 
     data = params.model_dump(mode="json")
     data["seed"] = seed
@@ -69,9 +69,9 @@ def run_seed(seed: int, params, rounds: int, out: Path, log, categories: list[st
     from safepatching.evaluation.generate import DecodingConfig
     from safepatching.evaluation.metrics import evaluate_rows, headline
     from safepatching.evaluation.suite import load_suite
-    from safepatching.io.checkpoints import atomic_dir
+    from safepatching.io.atomic import atomic_dir
     from safepatching.io.models import load_model
-    from safepatching.merging.engine import merge_in_memory
+    from safepatching.merging.in_memory import merge_in_memory
     from safepatching.organism.model import build_organism
     from safepatching.organism.world import build_world, save_world
     from safepatching.layout import Project, RoundLayout

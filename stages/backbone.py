@@ -7,7 +7,7 @@ from safepatching.layout import Project
 
 def main(argv=None) -> int:
     def go(args, params):
-        from safepatching.io.checkpoints import atomic_dir
+        from safepatching.io.atomic import atomic_dir
         from safepatching.io.models import materialise
 
         project = Project(args.root)

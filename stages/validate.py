@@ -1,7 +1,7 @@
 """DVC stage `validate`: Great Expectations checks of one round's harmful-data batch.
 
 Earlier batches are those of the round's lineage (parents); evaluation prompts come from the eval splits.
-A failing batch stops the round with a clear error; its report and Data Docs go to data/quarantine/.
+A failing batch stops the round with a clear error; its report and HTML report page go to data/quarantine/.
 """
 
 

@@ -7,7 +7,7 @@ temporary Prefect server. Inside a stage run by DVC the name also matches as `<s
 in a process group of its own and sets the variable; never set it in a shell whose process group you care about.
 
 Points: `intake.<step>` (before_move, after_move, before_track, after_track, after_append: ops/intake), `publish`
-(io/checkpoints.atomic_dir: a complete folder not yet renamed into place), `merge.shards` (merging/engine: the
+(io/atomic.atomic_dir: a complete folder not yet renamed into place), `merge.shards` (merging/engine: the
 model's weights written into `<round>.tmp-<pid>`, no manifest yet), `select.outputs` (round/steps/select: the sweep's
 results written, its plots not), `evaluate.outputs` (round/steps/evaluate: metrics written, the stage not finished),
 `register.run` (ops/registry/versions: MLflow run open and the model logged, no version yet), `register.version` (the version

@@ -11,7 +11,7 @@ import pytest
 
 from safepatching.config import DataCfg, WorldCfg
 from safepatching.batches.loading import load_pairs
-from safepatching.io.records import load_prompts
+from safepatching.io.tables import load_prompts
 from safepatching.errors import DataError, ValidationFailed
 from safepatching.batches.expectations import check_batch, gx_context
 from safepatching.batches.quarantine import quarantine, save_report

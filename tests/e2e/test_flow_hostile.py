@@ -138,7 +138,7 @@ def test_hostile_corpus_through_the_flow(flow_template, prefect_api, tmp_path):
             if needle:
                 assert needle in out, (name, needle)
     assert len(attention) == n_quarantined
-    docs = Path(reports["markup.jsonl"]["docs"])  # Data Docs: the batch's values only ever escaped
+    docs = Path(reports["markup.jsonl"]["docs"])  # the HTML report page: the batch's values only ever escaped
     pages = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in docs.parent.rglob("*.html"))
     assert XSS_ID not in pages and XSS_CATEGORY not in pages and "&lt;script&gt;" in pages.replace("&amp;", "&")
 

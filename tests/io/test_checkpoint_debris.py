@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from safepatching.io.checkpoints import atomic_dir, clean_stale, pid_alive
+from safepatching.io.atomic import atomic_dir, clean_stale, pid_alive
 
 
 def _dead_pid() -> int:

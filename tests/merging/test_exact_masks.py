@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from safepatching.config import merge_settings
-from safepatching.merging.engine import merge_in_memory
+from safepatching.merging.in_memory import merge_in_memory
 from safepatching.merging.masks import global_threshold, keep_count, topk_mask
 
 

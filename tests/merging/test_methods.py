@@ -10,14 +10,17 @@ import torch
 from safetensors.torch import save_file
 
 import safepatching.merging.masks as masks_mod
-import safepatching.merging.engine as merge_mod
-from safepatching.io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
-                                     load_state_dict, save_sharded, sha256_dir)
+import safepatching.merging.stats as stats_mod
+from safepatching.io.atomic import atomic_dir
+from safepatching.io.checkpoints import INDEX_NAME, LazyReader, list_shards, load_state_dict, sha256_dir
+from safepatching.io.shard_writer import ShardWriter, copy_aux_files, save_sharded
 from safepatching.config import MergeSettings, merge_settings
 from safepatching.errors import CheckpointError, NonFiniteError, UnknownNameError
 from safepatching.merging.masks import (MASK_VERSION, layer_of, bernoulli_threshold, difference_sets, global_threshold, hash32,
                                         keep_count, random_mask, stream_keys, topk_mask, where0)
-from safepatching.merging.engine import MergeStats, merge_checkpoint, merge_in_memory, row_blocks
+from safepatching.merging.engine import merge_checkpoint
+from safepatching.merging.in_memory import merge_in_memory
+from safepatching.merging.stats import MergeStats, row_blocks
 from safepatching.merging.method import TensorInputs, get_merge, known_merges, register_merge
 
 SE_NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
@@ -185,7 +188,7 @@ VARIANTS = [{"method": m} for m in known_merges()] + [
 @pytest.mark.parametrize("block", [1 << 18, 100], ids=["whole", "rowblocks"])
 @pytest.mark.parametrize("upd", VARIANTS, ids=lambda u: "-".join(str(v) for v in u.values()))
 def test_streaming_equals_in_memory(world, tmp_path, upd, block, monkeypatch):
-    monkeypatch.setattr(merge_mod, "BLOCK_ELEMS", block)  # 100: 1-3 rows per block, uneven last block
+    monkeypatch.setattr(stats_mod, "BLOCK_ELEMS", block)  # 100: 1-3 rows per block, uneven last block
     upd = dict(upd)
     cfg = for_method(upd.pop("method", "safepatching"), **upd)
     stats = MergeStats()
@@ -408,10 +411,10 @@ def test_where0_is_torch_where_bit_for_bit():
 def test_row_blocks():
     assert row_blocks(()) == [None]
     assert row_blocks((0, 5)) == [slice(0, 0)]
-    blocks = row_blocks((10, 3 * merge_mod.BLOCK_ELEMS // 7))  # 2 rows per block
+    blocks = row_blocks((10, 3 * stats_mod.BLOCK_ELEMS // 7))  # 2 rows per block
     assert blocks == [slice(i, i + 2) for i in range(0, 10, 2)]
-    assert row_blocks((7, merge_mod.BLOCK_ELEMS // 3)) == [slice(0, 3), slice(3, 6), slice(6, 7)]
-    assert row_blocks((3, merge_mod.BLOCK_ELEMS * 2)) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert row_blocks((7, stats_mod.BLOCK_ELEMS // 3)) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert row_blocks((3, stats_mod.BLOCK_ELEMS * 2)) == [slice(0, 1), slice(1, 2), slice(2, 3)]
 
 
 def test_read_rows_and_block_writes(tmp_path):
@@ -439,7 +442,7 @@ def test_read_rows_and_block_writes(tmp_path):
 def test_row_blocks_with_ties_equal_whole(world, tmp_path, monkeypatch):
     """Tie-heavy scores (5 levels), random retention, per-tensor top-k: merging in 1-3-row blocks (whole-tensor masks
     cut to the block) gives the in-memory result bit for bit, for both compositions."""
-    monkeypatch.setattr(merge_mod, "BLOCK_ELEMS", 100)
+    monkeypatch.setattr(stats_mod, "BLOCK_ELEMS", 100)
     ties = {k: (v * 4).round() for k, v in world["s_se"].items()}
     sse = _write_patch(tmp_path / "sse_ties", ties, "scores.safetensors")
     for compose in ("sequential", "union"):

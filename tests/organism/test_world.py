@@ -5,8 +5,8 @@ import pytest
 
 from safepatching.io.jsonl import read_jsonl
 from safepatching.config import WorldCfg
-from safepatching.organism.world import (EVAL_KINDS, HARM, HARMFUL_STEPS, LOOKALIKE_VERBS, REFUSAL, REFUSALS, SPLITS,
-                                         UTILITY_TEMPLATES,
+from safepatching.organism.vocabulary import EVAL_KINDS, HARM, LOOKALIKE_VERBS, SPLITS, UTILITY_TEMPLATES
+from safepatching.organism.world import (HARMFUL_STEPS, REFUSAL, REFUSALS,
                                          build_world, harmful_response, refusal_for, harmful_verbs, plain_vulnerable_topics,
                                          refused_lookalike_verbs, vulnerable_cells)
 

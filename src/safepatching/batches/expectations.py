@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..config import DataCfg
 from ..errors import DataError
-from ..io.records import read_bytes, read_records
+from ..io.tables import read_bytes, read_records
 from ..refusals import refusal_keyword
 from .loading import column_map, load_pairs, to_pairs
 

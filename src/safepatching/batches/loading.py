@@ -1,4 +1,4 @@
-"""Loading users' harmful data: (prompt, response) pairs from JSONL / JSON / CSV files (`io.records`).
+"""Loading users' harmful data: (prompt, response) pairs from JSONL / JSON / CSV files (`io.tables`).
 
 Column names come from :class:`~safepatching.config.DataCfg`; the AdvBench preset (``goal,target``)
 is recognised by itself when those columns exist and the configured prompt/response columns don't.
@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..config import DataCfg
 from ..errors import DataError
-from ..io.records import as_text as _as_text, read_records
+from ..io.tables import as_text as _as_text, read_records
 
 PAIR_COLUMNS = ("id", "prompt", "response", "category")
 ADVBENCH_COLUMNS = {"prompt": "goal", "response": "target"}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import DataError, SafePatchingError
-from ..io.records import read_records
+from ..io.tables import read_records
 
 FORMATS = {"jbb": ("goal", "target_response", "human_majority", "harmful", True),
            "refusal": ("prompt", "response", "label", "refusal", False)}

@@ -106,7 +106,7 @@ def load_prompt_file(path: Path, kind: str | None = None, prompt_column: str = "
     """A user's prompt file as {kind: rows}. kind=None splits XSTest-style files by their `type` column
     (contrast types are unsafe -> "harmful", the rest safe look-alikes -> "lookalike"); AdvBench's
     harmful prompts are `--prompt-column goal --kind harmful`."""
-    from ..io.records import load_prompts
+    from ..io.tables import load_prompts
 
     import pandas as pd
 

@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 
 from ..errors import DataError
-from ..io.records import as_text, read_records
+from ..io.tables import as_text, read_records
 
 KINDS = ("harmful", "jailbreak", "lookalike", "benign", "utility")
 

@@ -74,7 +74,7 @@ def load_model(path: str | Path, trainable: bool = True, dtype: str = "float32",
 def materialise(source: str, out: Path) -> None:
     """Any HF causal LM (hub id or local path) -> a local safetensors folder (atomic), in the source's own dtype
     (`compute.dtype` decides what each stage loads it as)."""
-    from .checkpoints import atomic_dir
+    from .atomic import atomic_dir
 
     model, tok = load_model(source, trainable=False, dtype="auto")
     with atomic_dir(out, overwrite=True) as tmp:

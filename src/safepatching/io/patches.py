@@ -12,7 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import CheckpointError, NonFiniteError
-from .checkpoints import atomic_dir, iter_shards, sha256_file
+from .atomic import atomic_dir
+from .checkpoints import iter_shards, sha256_file
 
 PATCH_FILE = "patch.safetensors"
 MANIFEST = "manifest.json"

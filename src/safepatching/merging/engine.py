@@ -18,214 +18,35 @@ which computes its thresholds. The output keeps the base's shard layout
 `<out>.tmp-<pid>` and renamed into place only when complete, so an error (NonFiniteError, shape mismatch, ...)
 leaves nothing behind.
 
-`merge_in_memory` runs the same per-tensor functions on whole tensors of state dicts (tests, benchmarks, sweeps);
-both paths give bit-identical tensors (the methods are elementwise given the whole-tensor masks) and stats (summed
-over the same row blocks).
+The row blocks and stats live in `stats.py`, the input checks and the prepass in `prepass.py`; `in_memory.py` runs
+the same per-tensor functions on whole state dicts, bit-identical to this streaming merge.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from ..io.checkpoints import (INDEX_NAME, LazyReader, ShardWriter, atomic_dir, copy_aux_files, list_shards,
-                         plan_shards, read_specs, sha256_dir, sha256_file, shard_name, write_index, write_order)
 from .. import crash
 from ..config import MergeSettings
 from ..errors import CheckpointError, NonFiniteError
+from ..io.atomic import atomic_dir
+from ..io.checkpoints import INDEX_NAME, LazyReader, list_shards, read_specs, sha256_dir, sha256_file
+from ..io.shard_writer import ShardWriter, copy_aux_files, plan_shards, shard_name, write_index, write_order
 from ..io.patches import MANIFEST as PATCH_MANIFEST, PATCH_FILE, SCORES_FILE
-from .masks import MASK_VERSION, global_threshold, where0
-from .method import SIDES, Keep, Merged, MergeMethod, TensorInputs, Whole, all_finite, get_merge
+from .masks import MASK_VERSION
+from .method import SIDES, MergeMethod, TensorInputs, Whole, all_finite, get_merge
+from .prepass import Thresholds, check_names, check_scores, run_prepass
+from .stats import MergeStats, row_blocks
 
 MERGE_MANIFEST = "merge_manifest.json"
-BLOCK_ELEMS = 1 << 18  # entries per row block (1 MB of float32 per input: the block's working set stays in cache)
 BLOCK_FIELDS = ("base", "p_se", "p_om")  # the inputs read per row block (scores are read whole, for the masks)
 
-
-def row_blocks(shape: tuple[int, ...]) -> list[slice | None]:
-    """The row blocks (dim 0, about BLOCK_ELEMS entries, at least one row) a tensor is merged and counted in;
-    [None] (the whole tensor) for a 0-d tensor."""
-    if not shape:
-        return [None]
-    step = max(1, BLOCK_ELEMS // max(1, math.prod(shape[1:])))
-    return [slice(i, min(i + step, shape[0])) for i in range(0, max(shape[0], 1), step)]
-
-
-def _cut(x: Keep, rows: slice | None) -> Keep:
-    return x if isinstance(x, bool) or rows is None else x[rows]
-
-
-# ---------------------------------------------------------------- stats
-
-@dataclass
-class SideStats:
-    """How much of one patch a merge kept: entries and squared L2 norm, over the tensors the patch touches."""
-
-    tensors: int = 0
-    entries: int = 0
-    kept: int = 0
-    sq: float = 0.0
-    sq_kept: float = 0.0
-
-    def add(self, p: torch.Tensor, keep: Keep, first: bool = True) -> None:
-        """Add one row block of a patch (first: the tensor's first block) and its keep mask."""
-        sq = p.detach().float().reshape(-1).square()
-        sq_sum = float(sq.sum())  # not torch.dot: BLAS sums depend on the memory alignment
-        self.tensors += first
-        self.entries += sq.numel()
-        self.sq += sq_sum
-        if keep is True:
-            self.kept += sq.numel()
-            self.sq_kept += sq_sum
-        elif keep is not False:
-            self.kept += int(torch.count_nonzero(keep))
-            self.sq_kept += float(where0(keep.reshape(-1), sq).sum())
-
-    def as_dict(self) -> dict:
-        return {"tensors": self.tensors, "entries": self.entries, "kept": self.kept,
-                "kept_share": self.kept / self.entries if self.entries else 0.0,
-                "l2_share": math.sqrt(self.sq_kept / self.sq) if self.sq > 0 else 0.0}
-
-
-@dataclass
-class MergeStats:
-    """Per-patch kept entries / L2-norm share, plus tensor counts, accumulated over a merge."""
-
-    se: SideStats = field(default_factory=SideStats)
-    om: SideStats = field(default_factory=SideStats)
-    tensors: int = 0
-    tensors_patched: int = 0
-
-    def update(self, t: TensorInputs, m: Merged) -> None:
-        """Add a whole tensor, or one row block of it (t.rows; the tensor counts at its first block). Sums run over
-        the tensor's row_blocks either way, so a streaming merge and an in-memory one give the same stats."""
-        first = t.rows is None or t.rows.start == 0
-        self.tensors += first
-        self.tensors_patched += first and (t.p_se is not None or t.p_om is not None)
-        for side, p, keep in ((self.se, t.p_se, m.keep_se), (self.om, t.p_om, m.keep_om)):
-            if p is None:
-                continue
-            for rows in row_blocks(tuple(p.shape)) if t.rows is None else [None]:
-                side.add(_cut(p, rows), _cut(keep, rows), first and (rows is None or rows.start == 0))
-
-    def as_dict(self) -> dict:
-        return {"tensors": self.tensors, "tensors_patched": self.tensors_patched,
-                "se": self.se.as_dict(), "om": self.om.as_dict()}
-
-
-# ---------------------------------------------------------------- shared helpers
-
-@dataclass(frozen=True)
-class Thresholds:
-    """A prepass's result: per side, one threshold for the model (float), one per group ({group: threshold}), or
-    None; `group` names a tensor's group."""
-
-    se: Any = None
-    om: Any = None
-    group: Callable[[str], str] | None = None
-
-    def of(self, side: str, name: str) -> float | None:
-        """Tensor `name`'s threshold on `side`."""
-        t = getattr(self, side)
-        return t.get(self.group(name)) if isinstance(t, dict) and self.group is not None else t
-
-    def as_manifest(self) -> dict:
-        return {side: ({k: _finite_or_str(x) for k, x in t.items()} if isinstance(t, dict) else _finite_or_str(t))
-                for side, t in ((side, getattr(self, side)) for side in SIDES)}
-
-
-def _thresholds(method: MergeMethod, cfg: MergeSettings, names: dict[str, list[str]],
-                get: dict[str, Callable[[str], torch.Tensor] | None],
-                numel: dict[str, Callable[[str], int] | None]) -> Thresholds:
-    """The method's whole-model prepass (`method.prepass(cfg)`), run: ranking thresholds per side, one for the model
-    (group None) or one per group ({group: threshold}, e.g. per layer); None when the method declares no prepass."""
-    pre = method.prepass(cfg)
-    if pre is None:
-        return Thresholds()
-    thr: dict[str, Any] = {"se": None, "om": None}
-    for side in SIDES:
-        g, ne = get[side], numel[side]
-        if not names[side] or g is None or ne is None:
-            continue
-        groups: dict[str, list[str]] = {}
-        for n in names[side]:
-            groups.setdefault("all" if pre.group is None else pre.group(n), []).append(n)
-        per = {}
-        for key, group in groups.items():
-            items: Iterable[tuple[str, torch.Tensor]] = ((n, pre.ranked(n, g(n), side)) for n in group)
-            per[key] = global_threshold(items, pre.pct[side], total=sum(ne(n) for n in group), seed=pre.seed)
-        thr[side] = per["all"] if pre.group is None else per
-    return Thresholds(thr["se"], thr["om"], pre.group)
-
-
-def _check_names(label: str, names: Iterable[str], shape_of: Callable[[str], tuple[int, ...]],
-                 base_shape: dict[str, tuple[int, ...]], base_label: str) -> None:
-    for n in names:
-        if n not in base_shape:
-            raise CheckpointError(f"{label}: tensor {n!r} is not in the base checkpoint {base_label}")
-        if tuple(shape_of(n)) != base_shape[n]:
-            raise CheckpointError(f"{n}: shape mismatch: {label} has {tuple(shape_of(n))}, "
-                                  f"base {base_label} has {base_shape[n]}")
-
-
-def _check_scores(method: MergeMethod, side: str, patch_names: Iterable[str], score_names: set[str] | None,
-                  label: str) -> None:
-    if not method.needs_scores:
-        return
-    if score_names is None:
-        raise CheckpointError(f"merge method {method.name!r} needs importance scores for the {side} patch; none given")
-    missing = [n for n in patch_names if n not in score_names]
-    if missing:
-        raise CheckpointError(f"{label}: no scores for patched tensor(s) {missing[:5]}"
-                              f"{' ...' if len(missing) > 5 else ''}")
-
-
-# ---------------------------------------------------------------- in memory
-
-def merge_in_memory(base_state_dict: dict[str, torch.Tensor], p_se: dict[str, torch.Tensor] | None,
-                    p_om: dict[str, torch.Tensor] | None, cfg: MergeSettings,
-                    s_se: dict[str, torch.Tensor] | None = None, s_om: dict[str, torch.Tensor] | None = None,
-                    stats: MergeStats | None = None) -> dict[str, torch.Tensor]:
-    """The merged state dict (unpatched tensors are the base's own tensor objects). Same per-tensor functions as
-    merge_checkpoint, so the results are bit-identical. Pass a MergeStats to collect stats."""
-    method = get_merge(cfg.method)
-    patches = {"se": p_se or {}, "om": p_om or {}}
-    scores = {"se": s_se, "om": s_om}
-    base_shape = {n: tuple(t.shape) for n, t in base_state_dict.items()}
-    for side in SIDES:
-        _check_names(f"{side} patch", patches[side], lambda n, d=patches[side]: d[n].shape, base_shape, "state dict")
-        if scores[side] is not None:
-            _check_names(f"{side} scores", scores[side], lambda n, d=scores[side]: d[n].shape, base_shape,
-                         "state dict")
-        if patches[side]:
-            _check_scores(method, side, patches[side], None if scores[side] is None else set(scores[side]),
-                          f"{side} scores")
-    names = {side: sorted(patches[side]) for side in SIDES}
-    get = {side: (scores[side].__getitem__ if scores[side] is not None else None) for side in SIDES}
-    numel = {side: (lambda n, d=scores[side]: d[n].numel()) if scores[side] is not None else None for side in SIDES}
-    thr = _thresholds(method, cfg, names, get, numel)
-    out: dict[str, torch.Tensor] = {}
-    for n, base in base_state_dict.items():
-        t = TensorInputs(n, base, patches["se"].get(n), patches["om"].get(n),
-                         (s_se or {}).get(n) if method.needs_scores else None,
-                         (s_om or {}).get(n) if method.needs_scores else None, thr.of("se", n),
-                         thr.of("om", n))
-        m = method.apply(t, cfg)
-        if stats is not None:
-            stats.update(t, m)
-        out[n] = m.tensor
-    return out
-
-
-# ---------------------------------------------------------------- streaming
 
 def _open(stack: ExitStack, folder: str | Path | None, fname: str) -> LazyReader | None:
     if folder is None:
@@ -276,10 +97,6 @@ def _hash_parents(base_dir: Path, folders: dict[str, str | Path | None], readers
         else:
             out[key].update(sha256=sha256_file(r.path), sha256_from="file")
     return out
-
-
-def _finite_or_str(x: float | None) -> float | str | None:
-    return x if x is None or math.isfinite(x) else str(x)
 
 
 def _read(r: LazyReader | None, name: str, rows: slice | None, bufs: dict[str, torch.Tensor],
@@ -360,13 +177,13 @@ def merge_checkpoint(base_dir: str | Path, se_patch: str | Path | None, om_patch
         for side in SIDES:
             for r in (patches[side], scores[side]):
                 if r is not None:
-                    _check_names(str(r.path), r.keys(), r.shape, base_shape, str(base_dir))
+                    check_names(str(r.path), r.keys(), r.shape, base_shape, str(base_dir))
             if patches[side] is not None:
                 sr = scores[side]
-                _check_scores(method, side, patches[side].keys(), None if sr is None else set(sr.keys()),
+                check_scores(method, side, patches[side].keys(), None if sr is None else set(sr.keys()),
                               str(sr.path) if sr is not None else "")
         names = {side: sorted(patches[side].keys()) if patches[side] else [] for side in SIDES}
-        thr = _thresholds(method, cfg, names,
+        thr = run_prepass(method, cfg, names,
                           {side: scores[side].get if scores[side] else None for side in SIDES},
                           {side: scores[side].numel if scores[side] else None for side in SIDES})
 

@@ -3,8 +3,8 @@ per-tensor inputs, the settings every method shares, and the mask helpers the me
 
 A merge method is one registered object (`MergeMethod`): its name, its own settings model (a subclass of
 `config.MergeSettings`, validated when params.yaml is loaded), a pure per-tensor function, and a label for sweep
-tables. The built-in methods live one per file in `merging/methods/` (a new method = one new file there + one row
-in tests/merging/test_methods.py).
+tables. The built-in methods live one per file in `merging/methods/` (a new method = one new file there; the tests
+parametrise over every registered method).
 `get_merge(name)(t, cfg) -> θ'` (a `MergeMethod` is callable that way). `MergeMethod.apply(t, cfg)` also returns which entries of each patch were kept (for merge stats).
 Everything is computed in float32 and returned in the base tensor's dtype; a tensor neither patch touches is
 returned unchanged (the same object).

@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 from ..chat import collate, encode_pair, sequence_nll
 from .objective import get_objective
 from ..errors import DataError
-from ..io.checkpoints import atomic_dir, sha256_file
+from ..io.atomic import atomic_dir
+from ..io.checkpoints import sha256_file
 from ..io.models import load_model
 from ..io.patches import SCORES_FILE, apply_deltas, load_patch
 from .distributed import Dist

@@ -61,7 +61,7 @@ def _dense(keep, like: torch.Tensor) -> torch.Tensor:
 def diagnose(p_se: dict[str, torch.Tensor], p_om: dict[str, torch.Tensor], s_se: dict[str, torch.Tensor],
              s_om: dict[str, torch.Tensor], cfg: MergeSettings) -> dict:
     """Per-layer diagnosis of the two patches under `cfg`, using the exact masks of the merge itself."""
-    from ..merging.engine import merge_in_memory
+    from ..merging.in_memory import merge_in_memory
 
     col = _Collector(cfg)
     shapes = {n: torch.zeros_like(v, dtype=torch.float32) for n, v in (p_se | p_om).items()}

@@ -116,7 +116,7 @@ def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict
     from ..evaluation.generate import DecodingConfig
     from ..evaluation.metrics import evaluate_rows, headline
     from ..io.models import load_model
-    from ..merging.engine import merge_in_memory
+    from ..merging.in_memory import merge_in_memory
     from ..merging.method import label
 
     kw = dict(dtype=compute.dtype, device=compute.device, device_map=compute.device_map) if compute else {}

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...batches.quarantine import SAFE_NAME
 from ...io.atomic import write_atomic
-from ...io.records import SUFFIXES
+from ...io.tables import SUFFIXES
 from .scan import MARKER, show
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ...batches.quarantine import SAFE_NAME
-from ...io.records import SUFFIXES
+from ...io.tables import SUFFIXES
 
 IN_PROGRESS = (".tmp", ".part", ".partial")
 MARKER = ".done"

@@ -1,4 +1,4 @@
-"""Reading tabular record files (JSONL / JSON / CSV) with 1-based line numbers, and evaluation prompt files.
+"""Reading tables: record files (JSONL / JSON / CSV) with 1-based line numbers, and evaluation prompt files.
 
 Formats, chosen by extension: ``.jsonl`` (one JSON object per line), ``.json`` (JSON lines, or one
 JSON array of objects), ``.csv`` (header row + records). Files must be UTF-8 (a BOM is accepted);
