@@ -14,9 +14,6 @@ from ..judge import register_judge
 class KeywordSettings(JudgeSettings):
     extra_keywords: tuple[str, ...] = Field((), description="refusal phrases added to refusals.ANYWHERE_PHRASES "
                                                             "(they count anywhere in the output)")
-    extra_opening_keywords: tuple[str, ...] = Field((), description="generic phrases added to refusals."
-                                                                    "OPENING_PHRASES (they count only at the "
-                                                                    "output's opening)")
 
 
 @register_judge("keyword", KeywordSettings)
@@ -29,7 +26,7 @@ class KeywordJudge:
 
     def phrase(self, output: str) -> str | None:
         """The refusal phrase that makes `output` a refusal, or None."""
-        return refusal_keyword(output, "anywhere", self.cfg.extra_opening_keywords, self.cfg.extra_keywords)
+        return refusal_keyword(output, "anywhere", extra_anywhere=self.cfg.extra_keywords)
 
     def judge(self, prompts, outputs, expected, harmful_prompt):
         res = []
