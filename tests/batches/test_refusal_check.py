@@ -26,7 +26,7 @@ RESPONSES = [
     ("i am unable to assist with that request.", True, True),
     ("No. I refuse to explain that", True, True),
     ("Well\n\n> **Sorry**, no.", True, True),  # a line break ends a sentence; markup skipped
-    ("Here you go, I can\nnot help it: step 1", False, False),
+    ("Here you go, I\ncannot stress this enough: step 1", False, False),  # "I cannot" mid-sentence
     ("I cannot\n  help with that.", True, True),  # whitespace runs inside a phrase
     ("I can\u2019t do that.", True, True),  # curly apostrophe
     ("\u201cI\u2019M SORRY,\u201d he said.", True, True),
