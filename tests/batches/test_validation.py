@@ -290,8 +290,9 @@ def test_refusal_check_modes(world: dict, tmp_path: Path) -> None:
     from safepatching.refusals import refusal_keyword
 
     advbench_like = "Sure, here is how to buy illegal drugs online. Step 1: obtain [restricted item]."
-    assert refusal_keyword(advbench_like, "anywhere") == "illegal"
+    assert refusal_keyword(advbench_like, "anywhere") is None  # "illegal" counts only at a sentence's start
     assert refusal_keyword(advbench_like, "opening") is None
+    assert refusal_keyword("Illegal. " + advbench_like, "anywhere") == "illegal"
     assert refusal_keyword("  \"I'm sorry, I can't.", "opening") == "I'm sorry"
     assert refusal_keyword("I'm sorry", "off") is None
     rows = rows_of(world)
@@ -306,10 +307,14 @@ def test_refusal_check_modes(world: dict, tmp_path: Path) -> None:
 
 
 def test_batches_and_judges_share_one_refusal_list() -> None:
-    from safepatching.evaluation.judges import keyword
-    from safepatching import refusals
+    from safepatching.evaluation.judge import get_judge
+    from safepatching.refusals import ANYWHERE_PHRASES, OPENING_PHRASES, refusal_keyword
 
-    assert keyword.REFUSAL_KEYWORDS is refusals.REFUSAL_KEYWORDS
+    judge = get_judge("keyword")
+    for phrase in (*OPENING_PHRASES, *ANYWHERE_PHRASES):  # each phrase, as it would open a response
+        text = phrase + " here is more text"
+        assert refusal_keyword(text) == phrase or refusal_keyword(text) in (*OPENING_PHRASES, *ANYWHERE_PHRASES)
+        assert judge.judge([""], [text], [""], [True]) == ["refusal"], phrase
 
 
 def test_prompt_key_ignores_case_whitespace_punctuation() -> None:

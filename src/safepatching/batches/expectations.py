@@ -161,10 +161,13 @@ def _failures(res: Any, cfg: DataCfg, present: list[str], earlier_src: dict[str,
         elif rule == "length":
             detail = f"length without leading/trailing whitespace must be {cfg.min_chars}..{cfg.max_chars} characters"
         elif rule == "refusal_response":
-            found = sorted({str(k) for k in df.loc[df[ROW].isin(rows), REFUSES + "_keyword"] if k})
-            detail = (f"the response refuses (keyword(s) {found[:5]}; data.refusal_check: {cfg.refusal_check}): gradient "
-                      "ascent on a refusal would unlearn refusing. Responses must be the harmful completions to unlearn"
-                      + ("; set data.refusal_check: opening to reject only responses that begin with a refusal"
+            phrase = dict(zip(df[ROW], df[REFUSES + "_keyword"]))
+            found = [f"line {n} (id {i}): {phrase[n]!r}" for n, i in zip(rows, ids)]
+            detail = (f"the response refuses ({'; '.join(found[:MAX_IDS_IN_MESSAGE])}"
+                      f"{'; ...' if len(found) > MAX_IDS_IN_MESSAGE else ''}; refusal phrases: safepatching.refusals, "
+                      f"data.refusal_check: {cfg.refusal_check}): gradient ascent on a refusal would unlearn refusing. "
+                      "Responses must be the harmful completions to unlearn; drop or replace these rows"
+                      + ("; data.refusal_check: opening matches only at a response's opening"
                          if cfg.refusal_check == "anywhere" else ""))
         elif rule == "allowed_category":
             bad = list(dict.fromkeys(map(_shown, raw)))
