@@ -25,8 +25,10 @@ class DataCfg(Strict):
     max_chars: int = Field(2000, ge=10)
     allowed_categories: tuple[str, ...] = ("weapons", "hacking", "fraud", "drugs", "violence")
     refusal_check: Literal["anywhere", "opening", "off"] = Field(
-        "anywhere", description="reject responses that refuse (safepatching.refusals keywords): anywhere = a keyword "
-                                "anywhere (the keyword judge's test); opening = the response begins with one")
+        "anywhere", description="reject responses that refuse (safepatching.refusals, on normalised text): anywhere = "
+                                "a first-person refusal anywhere or a generic phrase at the opening (the keyword "
+                                "judge's test); opening = a phrase of either tier at the opening (the start of a "
+                                "sentence or line within the first 80 characters); off = no check")
     max_rows: int = Field(100_000, ge=1, description="a batch with more records is quarantined (rule too_many_rows)")
     max_bytes: int = Field(100_000_000, ge=1, description="a batch file larger than this is quarantined unread "
                                                           "(rule too_large)")

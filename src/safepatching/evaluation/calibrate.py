@@ -95,7 +95,7 @@ class Calibration:
 def read_table(path: Path) -> tuple[list[str], list[dict], list[int]]:
     """(header, records, 1-based first line of each record) of a CSV as published: a UTF-8 BOM, leading `#` comment
     and blank lines, an unnamed (empty) index column and multi-line quoted fields are accepted. Other suffixes are
-    read by io.records (JSONL / JSON)."""
+    read by io.tables (JSONL / JSON)."""
     if path.suffix.lower() != ".csv":
         raw, lines = read_records(path)
         return list(raw.columns), raw.to_dict("records"), lines
