@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: setup run test test-slow bench bench-merge clean
+.PHONY: setup run repro test test-slow bench bench-merge clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ setup: $(STAMP)
 ## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), 7-9 min on 2 cores
 run: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m flows.continual
+
+## repro: the lineage alone (`dvc repro`, no intake, no MLflow registration); the stages' `python` is the venv's
+## (PATH above), which a bare `.venv/bin/dvc repro` outside an activated venv would not find
+repro: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} dvc repro
 
 ## test: the default (fast) test suite
 test: setup

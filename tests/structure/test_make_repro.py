@@ -1,0 +1,51 @@
+"""`dvc repro` works as the README spells it (issue 21, item 5): the stages' commands call `python` from PATH, so a
+bare `.venv/bin/dvc repro` outside an activated venv ran the system python (`No module named 'safepatching'`).
+The README says `make repro`, whose `dvc` and stage `python` are the venv's, and spells no other way."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .imports import ROOT
+
+
+def test_docs_spell_no_bare_venv_dvc_repro():
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    bad = [f"{d.relative_to(ROOT)}:{i}" for d in docs for i, line in enumerate(d.read_text().splitlines(), 1)
+           if re.search(r"\.venv/bin/dvc repro|^\s*dvc repro|or: dvc repro", line)]  # commands, not prose
+    assert bad == []
+    assert "make repro" in (ROOT / "README.md").read_text()
+
+
+def _fake_venv_project(root: Path) -> None:
+    """A copy of the Makefile over a stand-in venv whose install stamp is up to date (so make installs nothing) and
+    whose `dvc` reports which `python` a stage command would run."""
+    for f in ("Makefile", "requirements.txt", "pyproject.toml"):
+        shutil.copy(ROOT / f, root / f)
+    bin_ = root / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "python").write_text("#!/bin/sh\necho venv-python\n")
+    (bin_ / "dvc").write_text('#!/bin/sh\necho "dvc $*"; echo "python=$(command -v python)"\n')
+    for exe in bin_.iterdir():
+        exe.chmod(0o755)
+    stamp = root / ".venv" / ".installed"
+    stamp.touch()
+    newer = max((root / f).stat().st_mtime for f in ("requirements.txt", "pyproject.toml")) + 10
+    os.utime(stamp, (newer, newer))
+
+
+def test_make_repro_runs_dvc_with_the_venv_python_first(tmp_path: Path):
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    _fake_venv_project(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv activated
+    p = subprocess.run([make, "-s", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.splitlines() == ["dvc repro", f"python={tmp_path / '.venv' / 'bin' / 'python'}"]
