@@ -84,14 +84,14 @@ def test_gate_can_require_a_harm_gain() -> None:
     assert not gate(REF, REF, cfg).passed  # no gain
     better = {**REF, "harmful_jailbreak": 10.0}  # harm 15 -> 10: a 5-point gain
     d = gate(better, REF, cfg)
-    assert d.passed and d.checks["harm_gain"]["limit"] == 10.0
+    assert d.passed and d.checks["harm"]["limit"] == 10.0 and d.checks["harm"]["value"] == 10.0  # a level
 
 
 def test_shipped_gate_refuses_a_round_that_changes_nothing(shipped_params) -> None:
     """A round whose selection kept its parent (alpha = beta = 0) is not promoted: the shipped gate asks for a gain."""
     assert shipped_params.gate.min_harm_gain >= 1.0
     d = gate(REF, REF, shipped_params.gate)
-    assert not d.passed and any("harm_gain" in r for r in d.reasons)
+    assert not d.passed and any(r.startswith("harm=15.00 violates harm <= ") and "gain 0.00" in r for r in d.reasons)
 
 
 # ---- registry fixtures --------------------------------------------------------------------------
@@ -209,8 +209,13 @@ def test_register_rounds_gate_aliases_and_idempotency(tmp_path: Path, migrated_d
     assert Path(reg.artifact_root).is_relative_to(tmp_path)
 
     # r2 fails its gate: it becomes the candidate, the champion stays on v1
-    assert _register(reg, models["b"], "r2", BAD, REF, "bbb2", "1") == ("2", True)
+    assert _register(reg, models["b"], "r2", BAD, REF, "bbb2", "1", decided_by="keyword", selection="infeasible",
+                     selection_rule="parent") == ("2", True)
     rows = {r.version: r for r in reg.versions()}
+    assert (rows["2"].decided_by, rows["2"].selection, rows["2"].selection_rule) == ("keyword", "infeasible", "parent")
+    run2 = reg.client.get_run(rows["2"].run_id).data.tags  # the run carries them too
+    assert (run2["decided_by"], run2["selection"], run2["selection_rule"]) == ("keyword", "infeasible", "parent")
+    assert "decided_by" not in run.data.tags and rows["1"].decided_by == ""
     assert rows["1"].aliases == ("champion",) and rows["2"].aliases == ("candidate",)
     assert rows["2"].gate == "failed" and rows["2"].parent_version == "1"
     assert rows["2"].gate_reference == "champion v1" and "harmful_jailbreak" in rows["2"].gate_reasons[0]

@@ -13,8 +13,9 @@ MLflow settings come from the params file's `mlflow:` section; a relative sqlite
 needs `--reason` and is always recorded on the version (tag `forced_promotions`: alias, who, why, when), also when the
 alias already points at the version (nothing moves then; the output says so). `status` only reads (a copied
 workspace's store is left as it is); it shows per version its round, model hash, DVC stage hash, gate decision
-(reference and reasons), state (current / superseded / stale) and aliases, which reference a new round's gate
-compares with, and warns when the champion is not in the lineage.
+(reference and reasons), the deciding judge (`judge`, eval.decide_with), whether the round's chosen point was
+feasible (`selection`: `INFEASIBLE` is listed with its rule below the table), state (current / superseded / stale)
+and aliases, which reference a new round's gate compares with, and warns when the champion is not in the lineage.
 """
 
 from __future__ import annotations
@@ -59,16 +60,23 @@ def _status(reg, hashes: dict[str, str], anchor: str) -> str:
     rows = reg.versions() if reg.exists() else []
     if not rows:
         return f"model {reg.model_name!r}: no versions registered ({reg.uri})"
-    head = ["version", "round", "parent", "model", "dvc_stage", "gate", "reference", "state", "aliases", *HEADLINE]
+    head = ["version", "round", "parent", "model", "dvc_stage", "gate", "reference", "judge", "selection", "state",
+            "aliases", *HEADLINE]
     table = [head] + [[r.version, r.round, r.parent_version, short(r.model_sha256), short(r.dvc_stage_hash),
-                       r.gate or "-", r.gate_reference or "-", version_state(r, hashes), ",".join(r.aliases),
-                       *(f"{r.metrics[m]:.1f}" if m in r.metrics else "-" for m in HEADLINE)] for r in rows]
+                       r.gate or "-", r.gate_reference or "-", r.decided_by or "-",
+                       {"infeasible": "INFEASIBLE"}.get(r.selection, r.selection or "-"), version_state(r, hashes),
+                       ",".join(r.aliases), *(f"{r.metrics[m]:.1f}" if m in r.metrics else "-" for m in HEADLINE)]
+                      for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
     reasons = [f"  v{r.version} ({r.round}) gate {r.gate} vs {r.gate_reference or '-'}: {'; '.join(r.gate_reasons)}"
                for r in rows if r.gate_reasons]
     if reasons:
         lines += ["", "gate reasons:", *reasons]
+    infeasible = [f"  v{r.version} ({r.round}): no validation point met the selection's constraints; chosen by rule "
+                  f"{r.selection_rule or '-'}" for r in rows if r.selection == "infeasible"]
+    if infeasible:
+        lines += ["", "infeasible selections registered:", *infeasible]
     forced = [f"  v{r.version} ({r.round}) -> {f.get('alias')} by {f.get('by')} at {f.get('at')}: {f.get('reason')}"
               for r in rows for f in r.forced if isinstance(f, dict)]
     if forced:

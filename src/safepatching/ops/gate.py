@@ -10,7 +10,8 @@ Metrics are percentages with the keys in `HEADLINE`. Rules (each failure gives i
 With `anchor` (the backbone's metrics, `gate.anchor: backbone`) the three relative rules are checked against the
 anchor too (`<metric>@anchor`), with the same tolerances: rounds that each stay within tolerance of the current
 champion cannot drift further than one tolerance from the anchor. `min_harm_gain` > 0 also requires harm (mean of
-plain and jailbreak) to drop by that many points below the reference.
+plain and jailbreak) to drop by that many points below the reference: check `harm`, whose value is the candidate's
+harm *level* (%), its limit the reference's level minus min_harm_gain, and its rule states the gain achieved.
 With no reference (no champion yet) only the absolute `other` bound applies. A non-finite value
 fails its rule. `reference_name` (e.g. "champion v3", "backbone") is kept in the decision so that a recorded
 decision says what it was measured against. No MLflow here: the registry records the decision, this module only makes it.
@@ -82,9 +83,10 @@ def gate(candidate: dict, reference: dict | None, cfg: GateCfg, reference_name: 
         relative(reference, "reference", "")
         if cfg.min_harm_gain > 0:
             harm = lambda d, w: (_value(d, "harmful_plain", w) + _value(d, "harmful_jailbreak", w)) / 2  # noqa: E731
-            ref = harm(reference, "reference")
-            check("harm_gain", harm(candidate, "candidate"), "<=", ref - cfg.min_harm_gain,
-                  f"reference harm {ref:.2f} - min_harm_gain {cfg.min_harm_gain:g}")
+            ref, level = harm(reference, "reference"), harm(candidate, "candidate")
+            check("harm", level, "<=", ref - cfg.min_harm_gain,
+                  f"harm level = mean of harmful_plain and harmful_jailbreak; reference harm {ref:.2f} - "
+                  f"min_harm_gain {cfg.min_harm_gain:g}; gain {ref - level:.2f}")
     if anchor is not None and anchor is not reference:
         relative(anchor, "anchor", "@anchor")
     check("other", _value(candidate, "other", "candidate"), "<=", cfg.max_other,

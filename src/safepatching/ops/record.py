@@ -5,6 +5,11 @@ it) and is idempotent: a version's identity is what produced it -- round, batch 
 model's content hash and the hash of the DVC stage that wrote it. The same identity returns the existing version
 with the gate decision it was registered with (never re-gated); a retrained round becomes a new version that
 supersedes the old one (see `safepatching.ops.registry.versions`).
+
+Besides the identity, the version (and its run) is tagged `decided_by` (eval.decide_with: the judge whose numbers
+made the headline, the selection and the gate) and `selection` (`feasible` / `infeasible`: whether the round's
+chosen point met the selection's constraints; `selection_rule` says which tier chose it), so `status` can show
+that an infeasible point was registered.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class RecordResult:
     model_sha256: str = ""
     dvc_stage_hash: str = ""
     supersedes: list[str] = field(default_factory=list)
+    selection: str = ""  # feasible | infeasible (the chosen point of the round's selection), "" when unrecorded
+    selection_rule: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,8 +56,10 @@ class RecordResult:
         ref = f" vs {self.reference}" if self.reference else ""
         why = ": " + "; ".join(self.reasons) if self.reasons else ""
         recorded = "" if self.created else "recorded "
+        chosen = (f"; INFEASIBLE selection registered (rule: {self.selection_rule or '-'})"
+                  if self.selection == "infeasible" else "")
         return (f"{self.round}: MLflow version {self.version} ({how}; model {self.model_sha256[:12] or '-'}); "
-                f"{recorded}gate {verdict}{ref}{why}")
+                f"{recorded}gate {verdict}{ref}{why}{chosen}")
 
 
 def summary_line(result: dict) -> str:
@@ -77,6 +86,13 @@ def forgetting(full_metrics: dict, categories: list[str], judge: str) -> dict:
     if out:
         out["harmful_jailbreak_seen"] = round(sum(out.values()) / len(out), 2)
     return out
+
+
+def selection_tags(selected: dict) -> dict[str, str]:
+    """The chosen point's feasibility as tags: `selection` feasible | infeasible, `selection_rule` the tier that chose
+    it (round.selection: constrained | no over-refusal regression | parent | fixed)."""
+    return {"selection": "feasible" if selected.get("feasible") else "infeasible",
+            "selection_rule": str(selected.get("rule", ""))}
 
 
 def git_commit(root: Path) -> str:
@@ -124,9 +140,12 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
             "patch_se": (layout.patch("se") / "manifest.json").read_text(),
             "patch_om": (layout.patch("om") / "manifest.json").read_text(),
             "selected": layout.selected.read_text(), "parent_version": parent_version or ""}
+    selected = json.loads(tags["selected"])
+    tags.update(decided_by=params.eval.decide_with, **selection_tags(selected))
     report = write_round_report(params, layout.project, name)
-    chosen = json.loads(tags["selected"]).get("merge") or {}
-    run_params = {"round": name, "parent": r.parent, **{f"merge.{k}": v for k, v in chosen.items()}}
+    chosen = selected.get("merge") or {}
+    run_params = {"round": name, "parent": r.parent, "eval.decide_with": params.eval.decide_with,
+                  **{f"merge.{k}": v for k, v in chosen.items()}}
     full = json.loads(layout.metrics("test").read_text())
     judges = list(params.eval.judges)
     metrics = {**cand, **forgetting(full, seen_categories(params, root, name), params.eval.decide_with),
@@ -136,7 +155,8 @@ def record_round(params, layout: RoundLayout, log=print) -> RecordResult:
                                                        layout.diagnosis) if f.exists()], log=log)
     row = reg.version(version)
     res = RecordResult(name, str(version), created, row.gate == "passed", list(row.gate_reasons), row.gate_reference,
-                       row.model_sha256, row.dvc_stage_hash, list(row.supersedes) if created else [])
+                       row.model_sha256, row.dvc_stage_hash, list(row.supersedes) if created else [],
+                       row.selection, row.selection_rule)
     log(res.line())
     return res
 

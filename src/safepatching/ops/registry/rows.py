@@ -26,6 +26,9 @@ class VersionRow:
     supersedes: tuple[str, ...] = ()
     superseded_by: str = ""
     forced: tuple[dict, ...] = ()
+    decided_by: str = ""     # the deciding judge (eval.decide_with) when it was registered
+    selection: str = ""      # feasible | infeasible: the round's chosen point; "" when unknown
+    selection_rule: str = ""
 
     @property
     def superseded(self) -> bool:
@@ -51,10 +54,25 @@ def short(h: str | None, n: int = 12) -> str:
     return h[:n] if h else "-"
 
 
+def _selection(tags: Mapping[str, str]) -> tuple[str, str]:
+    """(feasible | infeasible | "", rule) from the `selection` tags, or else from the `selected` manifest tag (versions
+    registered before those tags existed)."""
+    if tags.get("selection"):
+        return tags["selection"], tags.get("selection_rule", "")
+    try:
+        chosen = json.loads(tags.get("selected") or "")
+    except json.JSONDecodeError:
+        return "", ""
+    if not isinstance(chosen, dict) or not isinstance(chosen.get("feasible"), bool):
+        return "", ""
+    return ("feasible" if chosen["feasible"] else "infeasible"), str(chosen.get("rule", ""))
+
+
 def row_from_tags(version: str, tags: Mapping[str, str], aliases: Mapping[str, str], run_id: str | None,
                   metrics: dict[str, float]) -> VersionRow:
     """The row of a version from its tags, the model's aliases (alias -> version) and its run's metrics."""
     t = tags
+    selection, rule = _selection(t)
     return VersionRow(
         version=str(version), round=t.get("round", ""), parent_version=t.get("parent_version", ""),
         gate=t.get("gate", ""), aliases=tuple(sorted(a for a, v in aliases.items() if str(v) == str(version))),
@@ -62,4 +80,5 @@ def row_from_tags(version: str, tags: Mapping[str, str], aliases: Mapping[str, s
         model_sha256=t.get("model_sha256", ""), dvc_stage_hash=t.get("dvc_stage_hash", ""),
         gate_reasons=tuple(str(r) for r in json_list(t.get("gate_reasons"))),
         gate_reference=t.get("gate_reference", ""), supersedes=split(t.get("supersedes")),
-        superseded_by=t.get("superseded_by", ""), forced=tuple(json_list(t.get("forced_promotions"))))
+        superseded_by=t.get("superseded_by", ""), forced=tuple(json_list(t.get("forced_promotions"))),
+        decided_by=t.get("decided_by", ""), selection=selection, selection_rule=rule)

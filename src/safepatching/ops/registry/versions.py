@@ -46,6 +46,7 @@ from .store import SAFE_VALUE, MlflowStore, RegistryError
 
 NO_PARENT = "none"
 IDENTITY = ("round", "batch_sha256", "parent_version", "model_sha256", "dvc_stage_hash")
+RUN_TAGS = ("decided_by", "selection", "selection_rule")  # version tags the run carries too (search/compare runs)
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
@@ -273,7 +274,8 @@ class ModelRegistry(MlflowStore):
         with self._active():
             with mlflow.start_run(experiment_id=self.experiment_id(), run_name=round_name,
                                   tags={"round": round_name}) as run:  # tagged at creation: a killed one is found
-                mlflow.set_tags({**ident, "gate": verdict})
+                mlflow.set_tags({**ident, "gate": verdict,
+                                 **{k: version_tags[k] for k in RUN_TAGS if k in version_tags}})
                 if par:
                     mlflow.log_params(par)
                 if num:
