@@ -7,7 +7,11 @@
                   and finally a check that the registry's champion is still in the lineage.
   psa_round       one round: repro of every stage of the round (`round_stages`) -> register.
 
-Run: `python -m flows.continual` (ephemeral Prefect server; no server needed).
+Run: `python -m flows.continual` (ephemeral Prefect server; no server needed). Exit codes: 0 every round ran and
+nothing needs a person; 2 an error, one `error: ...` message on stderr (the workspace lock is held, params or a
+batch are invalid, `dvc repro` failed: its last lines); 3 the run finished but something needs a person (the
+`ATTENTION` list: a quarantined batch, a skipped round, an upload left waiting, a champion out of the lineage).
+`make run` exits 2 whenever this exits non-zero (make's own code; its last line says `Error 2` or `Error 3`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ def root() -> Path:
 
 class WorkspaceBusy(SafePatchingError):
     """Another continual run holds the workspace lock (never two `dvc repro` in one workspace)."""
+
+
+class StageFailed(SafePatchingError):
+    """A command the flow runs (`dvc repro`) failed; the message holds its exit code and the last lines it printed."""
 
 
 _HELD: dict[str, int] = {}  # lock path -> pid of this process while it holds it (re-entrant: main() and the flow)
@@ -137,7 +145,7 @@ def sh(args: list[str], log=None) -> tuple[float, str]:
             log.info(line.rstrip())
     rc = proc.wait()
     if rc != 0:
-        raise RuntimeError(f"{' '.join(args)} failed (exit {rc}):\n" + "".join(out[-30:]))
+        raise StageFailed(f"{' '.join(args)} failed (exit {rc}); its last lines:\n" + "".join(out[-30:]))
     return time.time() - t0, "".join(out)
 
 

@@ -49,3 +49,16 @@ def test_make_repro_runs_dvc_with_the_venv_python_first(tmp_path: Path):
     p = subprocess.run([make, "-s", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.splitlines() == ["dvc repro", f"python={tmp_path / '.venv' / 'bin' / 'python'}"]
+
+
+def test_make_run_exits_2_when_the_flow_exits_3(tmp_path: Path):
+    """What the README documents: make's own code is 2 for any failing command; its last line carries the flow's."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    _fake_venv_project(tmp_path)
+    (tmp_path / ".venv" / "bin" / "python").write_text("#!/bin/sh\necho \"flow $*\"; exit 3\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    p = subprocess.run([make, "-s", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stdout == "flow -m flows.continual\n"
+    assert re.search(r"\[Makefile:\d+: run\] Error 3$", p.stderr.strip()), p.stderr
