@@ -338,6 +338,12 @@ def test_champion_serves_the_lineage_model(in_project):
     hashes = _lineage(project)
     rounds = [r for r, h in hashes.items() if h == tags["model_sha256"]]
     assert rounds, f"champion v{version} is not in the lineage {hashes}"
+    from safepatching.config import load_params
+
+    selected = json.loads(tags["selected"])  # record_round tags the deciding judge and the selection's feasibility
+    assert tags["decided_by"] == load_params(project / "params.yaml").eval.decide_with
+    assert (tags["selection"], tags["selection_rule"]) == ("feasible" if selected["feasible"] else "infeasible",
+                                                           selected["rule"])
     disk = load_state_dict(_layout(project, rounds[0]).model)
     served = reg.load_champion_pipeline().model.state_dict()
     assert _tensor_sha256(served, disk) == _tensor_sha256(disk, disk)
