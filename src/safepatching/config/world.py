@@ -41,5 +41,7 @@ class BackboneCfg(Strict):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay of the organism's SFT")
     autocast: Literal["bfloat16", "none"] = Field(
-        "bfloat16", description="the organism's SFT runs its matmuls in this dtype (CPU autocast; weights, optimizer "
-        "and the saved model stay fp32): 1.6x faster per step on a CPU with AVX512-BF16; none: fp32 throughout")
+        "none", description="the organism's SFT runs its matmuls in this dtype (CPU autocast; weights, optimizer "
+        "and the saved model stay fp32). none (the default): fp32 throughout, fast on every CPU; bfloat16: 1.6x faster "
+        "per step on a CPU with AVX512-BF16 or AMX, but ~20x slower on an AVX2-only CPU (torch's bf16 GEMM falls back "
+        "to a scalar dot product there), and the weights then depend on the CPU's instruction set")
