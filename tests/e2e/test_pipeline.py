@@ -91,9 +91,11 @@ def run(args: list[str], root: Path, check: bool = True, timeout: float = 900) -
     return p
 
 
-@pytest.fixture(scope="session")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("proj")
+def tiny_workspace(root: Path) -> Path:
+    """The tiny project: this repo's code and dvc.yaml, TINY's params, a red-team pool; committed, not yet run."""
+    from safepatching.config import load_params
+
+    root.mkdir(parents=True, exist_ok=True)
     for d in ("stages", "src", "flows"):  # the whole code, as a user's checkout has it
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -101,11 +103,15 @@ def project(tmp_path_factory) -> Path:
     shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
     params = yaml.safe_load((REPO / "params.yaml").read_text())  # every key DVC tracks must exist
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY), sort_keys=False))
-    from safepatching.config import load_params
-
     write_pool(root, load_params(root / "params.yaml"))
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
     git_dvc_init(root, run)
+    return root
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    root = tiny_workspace(tmp_path_factory.mktemp("proj"))
     out = run(["dvc", "repro"], root).stdout
     (root / "first_repro.log").write_text(out)
     return root

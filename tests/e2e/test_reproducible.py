@@ -5,35 +5,15 @@ or an absolute path in any file DVC hashes makes the two dvc.lock files differ (
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ..workspace import git_dvc_init
-from .test_pipeline import REPO, TINY, deep_merge, run, write_pool
+from .test_pipeline import run, tiny_workspace
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_workspace(root: Path) -> Path:
-    """The tiny project of test_pipeline (this repo's code and dvc.yaml, TINY's params), committed, not yet run."""
-    from safepatching.config import load_params
-
-    root.mkdir(parents=True)
-    for d in ("stages", "src", "flows"):
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    (root / "data").mkdir()
-    shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY), sort_keys=False))
-    write_pool(root, load_params(root / "params.yaml"))
-    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n")
-    git_dvc_init(root, run)
-    return root
 
 
 def hashes(lock: dict, part: str) -> dict[str, dict[str, str | None]]:
