@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+EXTRA_STAMP := $(VENV)/.extra-installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
@@ -14,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: setup run repro test test-slow bench bench-merge clean
+.PHONY: setup setup-extra run repro test test-slow test-cluster bench bench-merge clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,19 @@ test: setup
 ## test-slow: end-to-end tests (DVC chain, real Prefect server)
 test-slow: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
+
+# team-deployment requirements (boto3, Postgres drivers, dvc-s3, dask/prefect-dask, and the servers the cluster
+# tests start), constrained by the pinned stack; see README "Scale out"
+$(EXTRA_STAMP): $(STAMP) requirements-extra.txt
+	set -o pipefail; $(VENV)/bin/pip install -q -r requirements-extra.txt -c requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	touch $(EXTRA_STAMP)
+
+## setup-extra: install requirements-extra.txt into the venv (needed for a tracking server, S3, DVC remote, Dask)
+setup-extra: $(EXTRA_STAMP)
+
+## test-cluster: the miniature team deployment (Postgres, S3, MLflow and Prefect servers, a worker, Dask), real servers
+test-cluster: setup $(EXTRA_STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m cluster
 
 # bench-only requirements (mergekit, for merge_bench's mergekit column), constrained by the pinned stack
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
