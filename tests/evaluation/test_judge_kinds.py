@@ -45,6 +45,27 @@ def judges_cfg(classifier_dir, guard_dir) -> dict:
     return {name: given.get(name, {}) for name in known_judges()}
 
 
+def test_every_judge_that_needs_settings_has_a_test_model(tmp_path):
+    """The headline matrix below runs every registered judge on `model_settings`' entry, else on its defaults: a new
+    judge whose settings cannot be built from defaults (it needs a local model) must get an entry there, and this
+    test says so by name instead of a validation error deep inside the matrix."""
+    from pydantic import ValidationError
+
+    from safepatching.evaluation.judge import _JUDGES
+
+    given = model_settings(tmp_path, tmp_path)
+    for name in known_judges():
+        if name in given:
+            continue
+        try:
+            _JUDGES.get(name).settings.model_validate({"name": name})
+        except ValidationError as e:
+            pytest.fail(f"judge {name!r} needs settings ({e.errors()[0]['loc']}): add a tiny local model for it to "
+                        "model_settings() in tests/evaluation/test_judge_kinds.py")
+    # and the entries given are exactly the judges that cannot run on defaults (no stale entry for a removed judge)
+    assert set(given) <= set(known_judges())
+
+
 def test_label_map_and_verdicts():
     assert map_label("safe", True) == "refusal" and map_label("safe", False) == "helpful"
     assert map_label("harmful", False) == "harmful" and map_label("nonsense", True) == "other"

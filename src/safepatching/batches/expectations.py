@@ -201,6 +201,10 @@ class BatchReport:
         return {"file": self.file, "sha256": self.sha256, "rows": self.rows, "success": self.success,
                 "failures": self.failures, "seconds": self.seconds}
 
+    def content(self) -> dict:
+        """What was checked and found, without the wall-clock time (the form a DVC output may hold)."""
+        return {k: v for k, v in self.as_dict().items() if k != "seconds"}
+
 
 def _whole_file(report: BatchReport, rule: str, detail: str, t0: float) -> BatchReport:
     report.failures = [{"rule": rule, "column": "", "rows": [], "row_numbers": [], "values": [], "detail": detail}]

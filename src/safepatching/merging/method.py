@@ -276,18 +276,18 @@ def keep_not(a: Keep) -> Keep:
     return (not a) if isinstance(a, bool) else ~a
 
 
-def whole_retention(t: TensorInputs, cfg: MergeSettings, side: str) -> Keep:
+def whole_retention(t: TensorInputs, cfg: RetentionSettings, side: str) -> Keep:
     """R_X over the whole tensor (built once per tensor)."""
     if cfg.p >= 1:
         return True
     return t.whole.mask(("R", side, cfg), lambda: random_mask(t.whole.shape, cfg.p, cfg.seed, f"{t.name}/{side}"))
 
 
-def retention(t: TensorInputs, cfg: MergeSettings, side: str) -> Keep:
+def retention(t: TensorInputs, cfg: RetentionSettings, side: str) -> Keep:
     return t.cut(whole_retention(t, cfg, side))
 
 
-def important(t: TensorInputs, cfg: MergeSettings, side: str, retained_only: bool) -> Keep:
+def important(t: TensorInputs, cfg: RankedSettings, side: str, retained_only: bool) -> Keep:
     """T_X: top-a% (se) / top-b% (om) entries by score over the whole tensor; with retained_only, among R-retained
     entries only (then T_X ⊆ R_X)."""
     p, _, thr = t.side(side)
@@ -304,7 +304,7 @@ def important(t: TensorInputs, cfg: MergeSettings, side: str, retained_only: boo
     return t.cut(t.whole.mask(("T", side, retained_only, cfg), make))
 
 
-def masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: MergeSettings) -> torch.Tensor | None:
+def masked_delta(p: torch.Tensor | None, keep: Keep, r: Keep, cfg: RetentionSettings) -> torch.Tensor | None:
     """keep ⊙ P; with cfg.rescale (and p < 1) the entries inside r are multiplied by 1/p. r=True: every kept
     entry was retained by random retention (sequential), so all of them are rescaled."""
     if p is None or keep is False:

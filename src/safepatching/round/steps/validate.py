@@ -24,9 +24,9 @@ def validate(params: Params, layout: RoundLayout, log=print) -> dict:
         raise quarantine(batch, checked, project.quarantine, move=False)
     rep = save_report(checked, layout.validation_reports)
     layout.validation.parent.mkdir(parents=True, exist_ok=True)
-    # validation.json is a DVC output and dependency: no wall-clock time in it (the time is in the log and in
-    # validation_reports/, which DVC does not track)
-    layout.validation.write_text(json.dumps({k: v for k, v in rep.items() if k != "seconds"}, indent=2, default=str))
+    # validation.json is a DVC output and dependency: the report's content, no wall-clock time (the time is in the
+    # log and in validation_reports/, which DVC does not track)
+    layout.validation.write_text(json.dumps(checked.content(), indent=2, default=str))
     log(f"{layout.name}: batch {params.round(layout.name).batch} valid ({rep['rows']} rows, "
         f"sha256 {rep['sha256'][:12]}) in {rep['seconds']:.2f}s")
     return rep
