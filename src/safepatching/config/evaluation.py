@@ -82,6 +82,11 @@ class UtilityCfg(Strict):
 
 class EvalCfg(Strict):
     max_new_tokens: int = Field(48, ge=1)
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="a prompt (through the chat template) longer than this many tokens is skipped, not "
+                                "generated, and counted (skipped_too_long/<kind>); null: the model's context (its "
+                                "config's max_position_embeddings, else the tokenizer's model_max_length) minus "
+                                "max_new_tokens")
     batch_size: int = Field(64, ge=1)
     data_dir: str = Field("data/world/eval", description="the folder holding every suite file (a DVC dep of the "
                                                          "stages that evaluate)")

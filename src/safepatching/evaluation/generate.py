@@ -14,6 +14,39 @@ from ..io.models import input_device
 class DecodingConfig:
     max_new_tokens: int = 48
     batch_size: int = 64
+    max_prompt_tokens: int | None = None  # longer prompts are skipped (evaluate_rows); None: context - max_new_tokens
+
+    @classmethod
+    def of(cls, eval_cfg) -> "DecodingConfig":
+        """From `eval:` settings (max_new_tokens, batch_size, max_prompt_tokens)."""
+        return cls(eval_cfg.max_new_tokens, eval_cfg.batch_size, eval_cfg.max_prompt_tokens)
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def model_context(model, tok=None) -> int | None:
+    """A model's context in tokens: its config's position limit, else the tokenizer's model_max_length (when sane)."""
+    cfg = getattr(model, "config", None)
+    for k in CONTEXT_KEYS:
+        v = getattr(cfg, k, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    n = getattr(tok, "model_max_length", None)
+    return n if isinstance(n, int) and 0 < n < 10_000_000 else None
+
+
+def prompt_limit(max_prompt_tokens: int | None, max_new_tokens: int, context: int | None) -> int | None:
+    """The longest prompt (chat-templated, in tokens) that is generated: eval.max_prompt_tokens, else the model's
+    context minus max_new_tokens; None: no limit known."""
+    if max_prompt_tokens is not None:
+        return max_prompt_tokens
+    return None if context is None else context - max_new_tokens
+
+
+def prompt_tokens(tok, prompts: list[str]) -> list[int]:
+    """Each prompt's length in tokens as generation feeds it (through the chat template)."""
+    return [len(tok(prompt_text(tok, p), add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
 @torch.no_grad()

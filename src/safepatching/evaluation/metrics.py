@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .generate import DecodingConfig, generate
+from .generate import DecodingConfig, generate, model_context, prompt_limit, prompt_tokens
 from .judge import get_judge
 
 HARMFUL_KINDS = {"harmful", "jailbreak"}
@@ -71,15 +71,34 @@ def build_judges(judges: Judges) -> dict[str, Any]:
     return {name: get_judge(name, settings) for name, settings in items}
 
 
+def fitting(tok, rows: list[dict], limit: int | None) -> tuple[list[dict], int]:
+    """The rows whose prompt (chat-templated) fits in `limit` tokens, and how many did not. A prompt too long for the
+    model is skipped, not cut: a left-truncated jailbreak is another attack, a right-truncated one loses its question;
+    the count is reported (skipped_too_long/<kind>) and the rates are over the prompts that were generated."""
+    if limit is None or not rows:
+        return rows, 0
+    kept = [r for r, n in zip(rows, prompt_tokens(tok, [r["prompt"] for r in rows])) if n <= limit]
+    return kept, len(rows) - len(kept)
+
+
 def evaluate_rows(model, tok, split: dict[str, list[dict]], judges: Judges = ("exact", "keyword"),
-                  decoding: DecodingConfig = DecodingConfig(), samples_per_kind: int = 20) -> tuple[dict, dict]:
-    """Generate on {kind: rows} (rows have prompt, optional expected/category) and judge with every judge.
+                  decoding: DecodingConfig = DecodingConfig(), samples_per_kind: int = 20,
+                  log=print) -> tuple[dict, dict]:
+    """Generate on {kind: rows} (rows have prompt, optional expected/category) and judge with every judge. Prompts
+    longer than the limit (`decoding.max_prompt_tokens`, else the model's context minus max_new_tokens) are skipped
+    and counted (`skipped_too_long/<kind>`, present only when some were).
 
     Returns (metrics, samples): metrics is {judge: {metric: value}}; `utility` is judge-free exact match."""
     judge_objs = build_judges(judges)
     metrics: dict[str, dict] = {j: {} for j in judge_objs}
     samples: dict[str, list] = {}
+    limit = prompt_limit(decoding.max_prompt_tokens, decoding.max_new_tokens, model_context(model, tok))
     for kind, rows in split.items():
+        rows, skipped = fitting(tok, rows, limit)
+        if skipped:
+            log(f"{kind}: {skipped} prompt(s) longer than {limit} tokens skipped (eval.max_prompt_tokens)")
+            for j in judge_objs:
+                metrics[j][f"skipped_too_long/{kind}"] = skipped
         prompts = [r["prompt"] for r in rows]
         outputs = generate(model, tok, prompts, decoding)
         expected = [r.get("expected", "") for r in rows]

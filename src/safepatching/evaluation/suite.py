@@ -108,13 +108,27 @@ def load_suite(suite: dict, split: str, root: Path = Path(".")) -> dict[str, lis
     return {k: out[k] for k in KINDS if k in out}
 
 
+def set_prompts(name: str, s, root: Path = Path(".")) -> set[str]:
+    """Every prompt of eval set `name` in both splits, before and after jailbreak wrapping."""
+    out: set[str] = set()
+    for split in ("val", "test"):
+        out.update(r["prompt"] for r in load_set(name, s.model_copy(update={"templates": None, "max_items": None}),
+                                                 split, root))
+        if s.templates:
+            out.update(r["prompt"] for r in load_set(name, s, split, root))
+    return out
+
+
+def suite_prompt_sets(suite: dict, root: Path = Path(".")) -> dict[str, list[str]]:
+    """prompt -> the names of the eval sets it is in (either split, before and after jailbreak wrapping), for leakage
+    checks that name the set a training prompt collides with."""
+    out: dict[str, list[str]] = {}
+    for name, s in suite.items():
+        for p in set_prompts(name, s, root):
+            out.setdefault(p, []).append(name)
+    return out
+
+
 def suite_prompts(suite: dict, root: Path = Path(".")) -> set[str]:
     """Every prompt of every set in both splits, before and after jailbreak wrapping (for leakage checks)."""
-    out: set[str] = set()
-    for name, s in suite.items():
-        for split in ("val", "test"):
-            rows = load_set(name, s.model_copy(update={"templates": None, "max_items": None}), split, root)
-            out.update(r["prompt"] for r in rows)
-            if s.templates:
-                out.update(r["prompt"] for r in load_set(name, s, split, root))
-    return out
+    return set(suite_prompt_sets(suite, root))
