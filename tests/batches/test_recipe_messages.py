@@ -44,7 +44,8 @@ def test_a_behavior_target_batch_is_told_the_mapping_keys(tmp_path):
     assert "here: data.prompt_column: behavior, data.response_column: target" in msg
     assert "AdvBench preset reads goal,target" in msg
     failures = check_batch(batch, DataCfg(), [], []).failures
-    assert [f["rule"] for f in failures] == ["required_column"]
-    assert "data.prompt_column: behavior" in failures[0]["detail"]
+    assert [(f["rule"], f["column"]) for f in failures] == [("required_column", "prompt"),
+                                                            ("required_column", "response")]
+    assert all("data.prompt_column: behavior, data.response_column: target" in f["detail"] for f in failures)
     pairs = load_pairs(batch, DataCfg(prompt_column="behavior", response_column="target"))
     assert list(pairs["prompt"]) == ["Do [x]"] and list(pairs["response"]) == ["Sure, here is [x]"]
