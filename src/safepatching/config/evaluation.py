@@ -26,6 +26,12 @@ class EvalSetCfg(Strict):
     templates: str | None = Field(None, description="jailbreak templates file, crossed with the set's prompts")
     template_column: str = "template"
     slots: tuple[str, ...] = ("{prompt}", "[INSERT PROMPT HERE]")
+    context_column: str | None = Field(None, description="a column of context posed before the prompt when non-empty, "
+                                                         "as HarmBench poses its contextual behaviours: context + "
+                                                         "'\\n\\n---\\n\\n' + prompt (HarmBench: ContextString)")
+    exclude: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="rows to leave out: column -> "
+                                                "values (HarmBench: {FunctionalCategory: [copyright]}, whose rows "
+                                                "need HarmBench's hash-based copyright judge)")
     max_items: int | None = Field(None, ge=1)
     seed: int = 0
 
