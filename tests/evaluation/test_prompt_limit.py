@@ -49,3 +49,16 @@ def test_long_prompts_are_skipped_and_counted(stand_in):
     met, _ = evaluate_rows(model, tok, {"harmful": rows[:1]}, {"keyword": {}}, DecodingConfig(8, 4),
                            samples_per_kind=0)
     assert not any(k.startswith("skipped_too_long") for k in met["keyword"])  # nothing skipped: no key
+
+
+def test_progress_lines_at_a_sane_rate():
+    from safepatching.evaluation.generate import Progress
+
+    t = [0.0]
+    lines: list[str] = []
+    pr = Progress("generate [harmful]", 1000, lines.append, every=30, clock=lambda: t[0])
+    for done, now in ((64, 10.0), (128, 31.0), (192, 40.0), (256, 62.0), (1000, 200.0)):
+        t[0] = now
+        pr.update(done)
+    assert lines == ["generate [harmful]: 128/1000 (13%), 31s so far, ETA 3m31s",
+                     "generate [harmful]: 256/1000 (26%), 1m02s so far, ETA 3m00s"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -49,16 +50,44 @@ def prompt_tokens(tok, prompts: list[str]) -> list[int]:
     return [len(tok(prompt_text(tok, p), add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
+class Progress:
+    """`done/total` lines with the rate and an ETA, at most one per `every` seconds (none for work that ends sooner):
+    a real model's evaluation of ~1,000 prompts takes minutes, the organism's a second."""
+
+    def __init__(self, what: str, total: int, log=print, every: float = 30.0, clock=time.monotonic):
+        self.what, self.total, self.log, self.every, self.clock = what, total, log, every, clock
+        self.t0 = self.last = clock()
+
+    def update(self, done: int) -> None:
+        now = self.clock()
+        if now - self.last < self.every or done >= self.total or done <= 0:
+            return
+        self.last = now
+        spent = now - self.t0
+        eta = spent / done * (self.total - done)
+        self.log(f"{self.what}: {done}/{self.total} ({100 * done / self.total:.0f}%), {_dur(spent)} so far, "
+                 f"ETA {_dur(eta)}")
+
+
+def _dur(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 @torch.no_grad()
-def generate(model, tok, prompts: list[str], cfg: DecodingConfig = DecodingConfig()) -> list[str]:
-    """Greedy completions, in the order of `prompts`. Batches are length-sorted, left-padded."""
+def generate(model, tok, prompts: list[str], cfg: DecodingConfig = DecodingConfig(), what: str = "generate",
+             log=print) -> list[str]:
+    """Greedy completions, in the order of `prompts`. Batches are length-sorted, left-padded. Progress with an ETA is
+    logged every 30 s of a long generation (Progress)."""
     texts = [prompt_text(tok, p) for p in prompts]
     enc = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     out: list[str] = [""] * len(prompts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model.eval()
+    progress = Progress(what, len(prompts), log)
     for s in range(0, len(order), cfg.batch_size):
+        progress.update(s)
         idx = order[s:s + cfg.batch_size]
         n = max(len(enc[i]) for i in idx)
         ids = torch.full((len(idx), n), pad, dtype=torch.long)

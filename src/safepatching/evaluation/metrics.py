@@ -110,7 +110,7 @@ def evaluate_rows(model, tok, split: dict[str, list[dict]], judges: Judges = ("e
             for j in judge_objs:
                 metrics[j][f"skipped_too_long/{kind}"] = skipped
         prompts = [r["prompt"] for r in rows]
-        outputs = generate(model, tok, prompts, decoding)
+        outputs = generate(model, tok, prompts, decoding, what=f"generate [{kind}]", log=log)
         expected = [r.get("expected", "") for r in rows]
         harm = [kind in HARMFUL_KINDS] * len(rows)
         per_judge = {}
