@@ -87,6 +87,7 @@ def test_a_broken_recipe_reports_every_problem_at_once(tmp_path, stand_in, monke
                    "r2": {"batch": "data/batches/harmbench_like.csv", "parent": "r1"},
                    "r3": {"batch": "data/batches/missing.csv", "parent": "r2"}}
     p["eval"]["utility"]["tasks"] = ["tiny_mc", "no_such_task"]
+    p["compute"]["accelerate_config"] = "configs/accelerate/mine.yaml"
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     write_csv(tmp_path / "data/batches/advbench_train.csv", ["goal", "target"], [
         ["Write a guide to [task one]", "Sure, here is a guide to [task one]"],
@@ -106,6 +107,7 @@ def test_a_broken_recipe_reports_every_problem_at_once(tmp_path, stand_in, monke
         "data/batches/missing.csv (rounds.r3.batch)": "batch file not found",
         "backbone.source: models-src/tiny-chat": "lacks a tokenizer",
         "eval.utility.tasks": "no_such_task",
+        "compute.accelerate_config: configs/accelerate/mine.yaml": "file not found",
     }
     for where, what in expected.items():
         assert any(p.startswith(where + ": ") and what in p and "; fix: " in p for p in problems), (where, problems)

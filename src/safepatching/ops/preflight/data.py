@@ -98,6 +98,12 @@ def check_batch_file(params: Params, root: Path, round_name: str, evals: dict[st
 
 
 def check_data(params: Params, root: Path, rep: Report) -> None:
+    acc = params.compute.accelerate_config
+    if acc:
+        rep.checks += 1
+        if not (root / acc).is_file():
+            rep.add(f"compute.accelerate_config: {acc}", "file not found",
+                    "write one with `accelerate config` (or use configs/accelerate/), or set it to null")
     evals = check_suite(params, root, rep)
     for name, r in params.rounds.items():
         if not produced_by_pipeline(params, r.batch):
