@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: setup setup-extra run repro test test-slow test-cluster bench bench-merge clean
+.PHONY: setup setup-extra preflight run repro test test-slow test-cluster bench bench-merge clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,22 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), 7-9 min on 2 cores
+PARAMS ?= params.yaml
+
+## preflight: check a params file's data, models and benchmarks in seconds, every problem at once (PARAMS=...)
+preflight: setup
+	$(PY) -m safepatching.ops.preflight --params $(PARAMS)
+
+## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), 7-9 min on 2 cores;
+## the preflight first (a problem stops it before Prefect or DVC start)
 run: setup
+	$(PY) -m safepatching.ops.preflight --params params.yaml --record
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m flows.continual
 
 ## repro: the lineage alone (`dvc repro`, no intake, no MLflow registration); the stages' `python` is the venv's
 ## (PATH above), which a bare `.venv/bin/dvc repro` outside an activated venv would not find
 repro: setup
+	$(PY) -m safepatching.ops.preflight --params params.yaml --record
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} dvc repro
 
 ## test: the default (fast) test suite

@@ -20,7 +20,10 @@ def main(argv=None) -> int:
                 summary = build_organism(project.world, tmp, b, params.seed, log=log)
             log(f"backbone: {summary}")
         else:
-            materialise(b.source, out)
+            rec = materialise(b.source, out, b.revision, project.root)
+            log(f"backbone: {b.source} -> {out} ({rec['kind']}: "
+                + (f"content sha256 {rec['sha256'][:12]})" if rec["kind"] == "local" else
+                   f"revision {rec['revision'] or 'default'}, commit {rec['commit'] or '?'})"))
     return run(go, parser(__doc__), argv)
 
 

@@ -48,7 +48,7 @@ def test_make_repro_runs_dvc_with_the_venv_python_first(tmp_path: Path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv activated
     p = subprocess.run([make, "-s", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert p.stdout.splitlines() == ["dvc repro", f"python={tmp_path / '.venv' / 'bin' / 'python'}"]
+    assert p.stdout.splitlines() == ["venv-python", "dvc repro", f"python={tmp_path / '.venv' / 'bin' / 'python'}"]
 
 
 def test_make_run_exits_2_when_the_flow_exits_3(tmp_path: Path):
@@ -57,8 +57,26 @@ def test_make_run_exits_2_when_the_flow_exits_3(tmp_path: Path):
     if make is None:
         pytest.skip("make is not installed")
     _fake_venv_project(tmp_path)
-    (tmp_path / ".venv" / "bin" / "python").write_text("#!/bin/sh\necho \"flow $*\"; exit 3\n")
+    (tmp_path / ".venv" / "bin" / "python").write_text(
+        '#!/bin/sh\ncase "$*" in *preflight*) echo "preflight $*";; *) echo "flow $*"; exit 3;; esac\n')
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     p = subprocess.run([make, "-s", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and p.stdout == "flow -m flows.continual\n"
+    assert p.returncode == 2
+    assert p.stdout == ("preflight -m safepatching.ops.preflight --params params.yaml --record\n"
+                        "flow -m flows.continual\n")
     assert re.search(r"\[Makefile:\d+: run\] Error 3$", p.stderr.strip()), p.stderr
+
+
+def test_make_run_stops_at_a_failed_preflight(tmp_path: Path):
+    """The preflight runs before the flow: a problem (exit 2) ends `make run` before Prefect or DVC start."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    _fake_venv_project(tmp_path)
+    (tmp_path / ".venv" / "bin" / "python").write_text(
+        '#!/bin/sh\ncase "$*" in *preflight*) echo "preflight: 2 problems" >&2; exit 2;; *) echo "flow $*";; esac\n')
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for target in ("run", "repro"):
+        p = subprocess.run([make, "-s", target], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and p.stdout == "", (target, p.stdout)
+        assert "preflight: 2 problems\n" in p.stderr and "flow" not in p.stderr

@@ -26,7 +26,7 @@ import re
 import stat
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from ..config import DataCfg
 from ..errors import DataError
 from ..io.tables import read_bytes, read_records
 from ..refusals import refusal_keyword
-from .loading import column_map, load_pairs, to_pairs
+from .loading import column_map, load_pairs, missing_columns, to_pairs
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ def build_suite(cfg: DataCfg, columns: Iterable[str]) -> Any:
     if "response" in cols and cfg.refusal_check != "off":
         add("refusal_response", REFUSES, gxe.ExpectColumnValuesToBeInSet,
             f"no response is a refusal (refusal keywords, data.refusal_check: {cfg.refusal_check})", value_set=[False])
-    add("allowed_category", "category", gxe.ExpectColumnValuesToBeInSet, value_set=[*cfg.allowed_categories, ""])
+    if cfg.allowed_categories:  # empty: any category
+        add("allowed_category", "category", gxe.ExpectColumnValuesToBeInSet,
+            value_set=[*cfg.allowed_categories, ""])
     add("unique_id", "id", gxe.ExpectColumnValuesToBeUnique)
     if "prompt" in cols:
         add("unique_prompt", NORM, gxe.ExpectColumnValuesToBeUnique,
@@ -137,7 +139,7 @@ def _bad_chars(values: Iterable[Any]) -> list[str]:
 
 
 def _failures(res: Any, cfg: DataCfg, present: list[str], earlier_src: dict[str, list[str]],
-              df: pd.DataFrame) -> list[dict]:
+              df: pd.DataFrame, eval_src: Mapping[str, Sequence[str]]) -> list[dict]:
     out = []
     by_row = df.set_index(ROW)
     for r in res.results:
@@ -153,11 +155,16 @@ def _failures(res: Any, cfg: DataCfg, present: list[str], earlier_src: dict[str,
         raw = [by_row.at[n, shown_col] for n in rows] if shown_col in by_row.columns else []
         detail = _exception_message(r) or ""
         if rule == "required_column":
-            name = getattr(cfg, f"{column}_column")
-            detail = f"column {name!r} (data.{column}_column) not found; present columns: {present}"
+            detail = missing_columns(present, cfg) or f"column {column!r} not found; present columns: {present}"
         elif rule == "earlier_duplicate":
             keys = set(df.loc[df[ROW].isin(rows), NORM])
             detail = "also in earlier batch(es): " + ", ".join(sorted({s for k in keys for s in earlier_src.get(k, [])}))
+        elif rule == "eval_leakage":
+            hits = [f"line {n}: {_shown(by_row.at[n, 'prompt'])} (eval set "
+                    f"{', '.join(eval_src.get(by_row.at[n, NORM], ['?']))})" for n in rows]
+            detail = (f"prompt(s) also in the evaluation suite: {'; '.join(hits[:MAX_IDS_IN_MESSAGE])}"
+                      f"{'; ...' if len(hits) > MAX_IDS_IN_MESSAGE else ''} (case, whitespace and punctuation "
+                      "ignored); drop them from the batch or from the eval file")
         elif rule == "length":
             detail = f"length without leading/trailing whitespace must be {cfg.min_chars}..{cfg.max_chars} characters"
         elif rule == "refusal_response":
@@ -212,9 +219,12 @@ def _whole_file(report: BatchReport, rule: str, detail: str, t0: float) -> Batch
     return report
 
 
-def check_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str],
+def check_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str] | Mapping[str, Sequence[str]],
                 earlier_batches: Sequence[str | Path]) -> BatchReport:
     """Check one harmful-data batch against its expectations; moves and writes nothing.
+
+    `eval_prompts`: the evaluation prompts, or prompt -> the eval sets holding it (evaluation.suite.suite_prompt_sets;
+    an eval_leakage failure then names the set).
 
     A file larger than data.max_bytes fails with rule "too_large" (unread), one with more than data.max_rows
     records with "too_many_rows", one that cannot be read at all with "malformed_file".
@@ -243,7 +253,12 @@ def check_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str],
             key = normalize_prompt(prompt)
             if key:
                 earlier_src.setdefault(key, []).append(Path(p).name)
-    eval_norm = {k for k in map(normalize_prompt, eval_prompts) if k}
+    eval_src: dict[str, list[str]] = {}
+    for p in eval_prompts:
+        k = normalize_prompt(p)
+        if k:
+            names = eval_prompts[p] if isinstance(eval_prompts, Mapping) else ["the evaluation suite"]
+            eval_src.setdefault(k, []).extend(n for n in names if n not in eval_src[k])
 
     try:
         raw, lines = read_records(path, data)
@@ -268,14 +283,14 @@ def check_batch(path: str | Path, cfg: DataCfg, eval_prompts: Iterable[str],
         df[REFUSES + "_keyword"] = pd.Series(found, dtype=object)
     if "prompt" in df.columns:
         df[NORM] = pd.Series([normalize_prompt(p) for p in df["prompt"]], dtype=object)
-        df[IN_EVAL] = df[NORM].isin(eval_norm)
+        df[IN_EVAL] = df[NORM].isin(set(eval_src))
         df[IN_EARLIER] = df[NORM].isin(set(earlier_src))
 
     _, bd = gx_context()
     suite = build_suite(cfg, df.columns)
     result = bd.get_batch(batch_parameters={"dataframe": df}).validate(
         suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id", ROW]})
-    report.failures = _failures(result, cfg, list(raw.columns), earlier_src, df)
+    report.failures = _failures(result, cfg, list(raw.columns), earlier_src, df, eval_src)
     report.rows = int(len(df))
     report.seconds = round(time.perf_counter() - t0, 3)
     if report.success:

@@ -56,6 +56,29 @@ def to_pairs(raw: pd.DataFrame, lines: list[int], mapping: dict[str, str | None]
     return pd.DataFrame(out)
 
 
+# columns of published files that hold a prompt / a response, for the suggestion of a missing-column message
+_PROMPT_LIKE = ("goal", "behavior", "Behavior", "prompt", "question", "instruction", "objective", "query")
+_RESPONSE_LIKE = ("target", "response", "completion", "output", "answer", "assistant_response", "target_response")
+
+
+def missing_columns(columns: list[str], cfg: DataCfg) -> str | None:
+    """What is missing when the file's `columns` do not map to prompt and response (None when they do): names the
+    mapping keys, the AdvBench preset, and the data: settings that would read this file (e.g. `behavior,target`:
+    data.prompt_column: behavior, data.response_column: target)."""
+    mapping = column_map(columns, cfg)
+    missing = [c for c in ("prompt", "response") if mapping[c] is None]
+    if not missing:
+        return None
+    guess = {"prompt": next((c for c in _PROMPT_LIKE if c in columns), None),
+             "response": next((c for c in _RESPONSE_LIKE if c in columns), None)}
+    hint = ", ".join(f"data.{c}_column: {guess[c]}" for c in missing if guess[c])
+    return (f"missing required column(s) {[getattr(cfg, f'{c}_column') for c in missing]} "
+            f"(data.{' / data.'.join(f'{c}_column' for c in missing)}); present columns: {columns}. "
+            "Map the file's columns with data.prompt_column / data.response_column (and data.id_column, "
+            "data.category_column)" + (f", here: {hint}" if hint else "") +
+            "; the AdvBench preset reads goal,target without a mapping")
+
+
 def load_pairs(path: str | Path, cfg: DataCfg | None = None) -> pd.DataFrame:
     """Load a harmful-data file into a DataFrame with columns id, prompt, response, category.
 
@@ -63,9 +86,7 @@ def load_pairs(path: str | Path, cfg: DataCfg | None = None) -> pd.DataFrame:
     """
     cfg = cfg or DataCfg()
     raw, lines = read_records(path)
-    mapping = column_map(list(raw.columns), cfg)
-    missing = [getattr(cfg, f"{c}_column") for c in ("prompt", "response") if mapping[c] is None]
+    missing = missing_columns(list(raw.columns), cfg)
     if missing:
-        raise DataError(f"{path}: missing required column(s) {missing}; present columns: {list(raw.columns)} "
-                        f"(set data.prompt_column / data.response_column, or use AdvBench goal,target)")
-    return to_pairs(raw, lines, mapping)
+        raise DataError(f"{path}: {missing}")
+    return to_pairs(raw, lines, column_map(list(raw.columns), cfg))

@@ -26,6 +26,12 @@ class EvalSetCfg(Strict):
     templates: str | None = Field(None, description="jailbreak templates file, crossed with the set's prompts")
     template_column: str = "template"
     slots: tuple[str, ...] = ("{prompt}", "[INSERT PROMPT HERE]")
+    context_column: str | None = Field(None, description="a column of context posed before the prompt when non-empty, "
+                                                         "as HarmBench poses its contextual behaviours: context + "
+                                                         "'\\n\\n---\\n\\n' + prompt (HarmBench: ContextString)")
+    exclude: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="rows to leave out: column -> "
+                                                "values (HarmBench: {FunctionalCategory: [copyright]}, whose rows "
+                                                "need HarmBench's hash-based copyright judge)")
     max_items: int | None = Field(None, ge=1)
     seed: int = 0
 
@@ -82,6 +88,11 @@ class UtilityCfg(Strict):
 
 class EvalCfg(Strict):
     max_new_tokens: int = Field(48, ge=1)
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="a prompt (through the chat template) longer than this many tokens is skipped, not "
+                                "generated, and counted (skipped_too_long/<kind>); null: the model's context (its "
+                                "config's max_position_embeddings, else the tokenizer's model_max_length) minus "
+                                "max_new_tokens")
     batch_size: int = Field(64, ge=1)
     data_dir: str = Field("data/world/eval", description="the folder holding every suite file (a DVC dep of the "
                                                          "stages that evaluate)")

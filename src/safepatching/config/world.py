@@ -30,6 +30,10 @@ class WorldCfg(Strict):
 
 class BackboneCfg(Strict):
     source: str = Field("organism", description="'organism' builds the embedded tiny model; else any HF id or local path, copied to models/backbone as safetensors")
+    revision: str | None = Field(None, description="a hub source's branch, tag or commit sha to pin (null: the "
+                                                   "default branch); recorded in models/backbone/source.json with "
+                                                   "the commit it resolved to. Ignored for the organism and local "
+                                                   "folders (their content hash is recorded instead)")
     vocab_size: int = Field(1024, ge=300)
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(4, ge=1)

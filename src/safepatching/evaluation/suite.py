@@ -7,7 +7,9 @@ Each set has a kind (harmful | jailbreak | lookalike | benign | utility, or xste
                 test (disjoint by construction).
 Jailbreak sets can be built from a templates file (column `template_column`; a slot such as `{prompt}` or
 `[INSERT PROMPT HERE]`) crossed with the set's harmful prompts, seeded and capped at `max_items`.
-Rows are {id, prompt, expected, category}; a row's category defaults to the set's name (per-set harm rates).
+Rows are {id, prompt, expected, category, set}; a row's category defaults to the set's name (per-set harm rates).
+HarmBench-style files: `context_column` poses a non-empty context before the prompt (context + "\n\n---\n\n" +
+behaviour, as HarmBench does), `exclude` leaves rows out by a column's values (e.g. FunctionalCategory copyright).
 The organism's world is just the default suite (its `world` stage writes the files the suite points at).
 Every failure names the file, the row and the rule (DataError).
 """
@@ -32,17 +34,26 @@ def _read(path: Path, columns: tuple[str, ...], what: str):
     return raw, lines
 
 
+CONTEXT_SEPARATOR = "\n\n---\n\n"  # HarmBench: a contextual behaviour is posed as context + this + behaviour
+
+
 def _rows(path: Path, s, name: str) -> list[dict]:
     cols = (s.prompt_column, s.type_column) if s.kind == "xstest" else (s.prompt_column,)
+    cols += tuple(c for c in (s.context_column, *s.exclude) if c)
     raw, lines = _read(path, cols, f"eval set {name!r} (eval.suite.{name})")
     out = []
     for n, rec in zip(lines, raw.to_dict("records")):
+        if any(as_text(rec.get(col)) in values for col, values in s.exclude.items()):
+            continue
         p = rec.get(s.prompt_column)
         if not isinstance(p, str) or not p.strip():
             raise DataError(f"{path}: line {n}: column {s.prompt_column!r} must be a non-empty string, got {p!r}")
-        row = {"id": as_text(rec.get("id")) or f"{name}-{n}", "prompt": p,
-               "expected": as_text(rec.get(s.expected_column)) or "",
-               "category": as_text(rec.get(s.category_column)) or name}
+        ctx = as_text(rec.get(s.context_column)) if s.context_column else None
+        row = {"id": as_text(rec.get("id")) or f"{name}-{n}", "prompt": ctx + CONTEXT_SEPARATOR + p if ctx and
+               ctx.strip() else p, "expected": as_text(rec.get(s.expected_column)) or "",
+               "category": as_text(rec.get(s.category_column)) or name, "set": name}
+        if row["prompt"] != p:
+            row["question"] = p  # the bare prompt, for leakage checks
         if s.kind == "xstest":
             row["unsafe"] = "contrast" in (as_text(rec.get(s.type_column)) or "").lower()
         out.append(row)
@@ -108,13 +119,27 @@ def load_suite(suite: dict, split: str, root: Path = Path(".")) -> dict[str, lis
     return {k: out[k] for k in KINDS if k in out}
 
 
+def set_prompts(name: str, s, root: Path = Path(".")) -> set[str]:
+    """Every prompt of eval set `name` in both splits, before and after jailbreak wrapping."""
+    out: set[str] = set()
+    for split in ("val", "test"):
+        for r in load_set(name, s.model_copy(update={"templates": None, "max_items": None}), split, root):
+            out.update([r["prompt"], r.get("question", r["prompt"])])
+        if s.templates:
+            out.update(r["prompt"] for r in load_set(name, s, split, root))
+    return out
+
+
+def suite_prompt_sets(suite: dict, root: Path = Path(".")) -> dict[str, list[str]]:
+    """prompt -> the names of the eval sets it is in (either split, before and after jailbreak wrapping), for leakage
+    checks that name the set a training prompt collides with."""
+    out: dict[str, list[str]] = {}
+    for name, s in suite.items():
+        for p in set_prompts(name, s, root):
+            out.setdefault(p, []).append(name)
+    return out
+
+
 def suite_prompts(suite: dict, root: Path = Path(".")) -> set[str]:
     """Every prompt of every set in both splits, before and after jailbreak wrapping (for leakage checks)."""
-    out: set[str] = set()
-    for name, s in suite.items():
-        for split in ("val", "test"):
-            rows = load_set(name, s.model_copy(update={"templates": None, "max_items": None}), split, root)
-            out.update(r["prompt"] for r in rows)
-            if s.templates:
-                out.update(r["prompt"] for r in load_set(name, s, split, root))
-    return out
+    return set(suite_prompt_sets(suite, root))

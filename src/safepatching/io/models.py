@@ -46,11 +46,12 @@ def input_device(model) -> torch.device:
 
 
 def load_model(path: str | Path, trainable: bool = True, dtype: str = "float32", device: str = "cpu",
-               device_map: str | None = None):
-    """Any HF causal LM (local folder or hub id; hub ids need network). safetensors only.
+               device_map: str | None = None, revision: str | None = None):
+    """Any HF causal LM (local folder or hub id; hub ids need network or the HF cache). safetensors only.
 
     dtype: float32 | bfloat16 | float16 | auto (the checkpoint's own); device: cpu | cuda | auto; device_map (auto |
-    balanced | sequential ...): spread the model over every visible device instead (inference only)."""
+    balanced | sequential ...): spread the model over every visible device instead (inference only); revision: a
+    hub id's branch, tag or commit (None: the default branch)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype != "auto" and dtype not in DTYPES:
@@ -58,8 +59,9 @@ def load_model(path: str | Path, trainable: bool = True, dtype: str = "float32",
     kw: dict = {"dtype": "auto" if dtype == "auto" else DTYPES[dtype]}
     if device_map:
         kw["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False, **kw)
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    rev = {"revision": revision} if revision else {}
+    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False, **kw, **rev)
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, **rev)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not device_map:
@@ -71,12 +73,20 @@ def load_model(path: str | Path, trainable: bool = True, dtype: str = "float32",
     return model, tok
 
 
-def materialise(source: str, out: Path) -> None:
-    """Any HF causal LM (hub id or local path) -> a local safetensors folder (atomic), in the source's own dtype
-    (`compute.dtype` decides what each stage loads it as)."""
-    from .atomic import atomic_dir
+def materialise(source: str, out: Path, revision: str | None = None, root: str | Path = ".") -> dict:
+    """Any HF causal LM (hub id at `revision`, or local path) -> a local safetensors folder (atomic), in the source's
+    own dtype (`compute.dtype` decides what each stage loads it as), with `source.json`: what it came from (a local
+    folder's content hash, or the hub id, revision and resolved commit; io.source). Returns that record."""
+    import json
 
-    model, tok = load_model(source, trainable=False, dtype="auto")
+    from .atomic import atomic_dir
+    from .source import SOURCE_FILE, source_record
+
+    folder = Path(source) if Path(source).is_absolute() else Path(root) / source
+    model, tok = load_model(folder if folder.is_dir() else source, trainable=False, dtype="auto", revision=revision)
+    record = source_record(source, revision, root, commit=getattr(model.config, "_commit_hash", None))
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        (Path(tmp) / SOURCE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
+    return record

@@ -123,7 +123,7 @@ def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict
     model, tok = load_model(base_dir, trainable=False, **kw)
     base_sd = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     p_se, p_om, s_se, s_om = inputs
-    dec = DecodingConfig(eval_cfg.max_new_tokens, eval_cfg.batch_size)
+    dec = DecodingConfig.of(eval_cfg)
     judge = eval_cfg.decide_with
     judges = {judge: eval_cfg.judges[judge]}
 

@@ -108,7 +108,7 @@ class Intake:
         self.params: Params = load_params(self.params_path)
         self.report_dir = project.reports / "intake"
         self.journal = Journal(project.intake_journal, self.report_dir, warn)
-        self._evals: set[str] | None = None
+        self._evals: dict[str, list[str]] | None = None
         self._earlier: list[Path] | None = None
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -119,11 +119,11 @@ class Intake:
         """Normalised batch path -> round name, over params.yaml's rounds."""
         return {os.path.normpath(r.batch): n for n, r in self.params.rounds.items()}
 
-    def evals(self) -> set[str]:
+    def evals(self) -> dict[str, list[str]]:
         if self._evals is None:
-            from ...evaluation.suite import suite_prompts
+            from ...evaluation.suite import suite_prompt_sets
 
-            self._evals = suite_prompts(self.params.eval.suite, self.project.root)
+            self._evals = suite_prompt_sets(self.params.eval.suite, self.project.root)
         return self._evals
 
     def earlier(self) -> list[Path]:

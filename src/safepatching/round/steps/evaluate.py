@@ -33,7 +33,7 @@ def evaluate_checkpoint(params: Params, model_path: str | Path, split: str | Non
     configured = {j: e.judges[j] if j in e.judges else None for j in judges} if judges else e.judges
     decide = e.decide_with if e.decide_with in configured else next(iter(configured))
     utility = run_utility(model, tok, e.utility) if e.utility.tasks else None  # first: a bad task name fails fast
-    metrics, samples = evaluate_rows(model, tok, rows, configured, DecodingConfig(e.max_new_tokens, e.batch_size),
+    metrics, samples = evaluate_rows(model, tok, rows, configured, DecodingConfig.of(e),
                                      e.samples_per_kind)
     write_metrics(out, metrics, decide, samples)
     crash.point("evaluate.outputs")

@@ -13,12 +13,12 @@ def validate(params: Params, layout: RoundLayout, log=print) -> dict:
     a failing batch raises ValidationFailed (report + HTML page in data/quarantine/, the batch is copied)."""
     from ...batches.expectations import check_batch
     from ...batches.quarantine import quarantine, save_report
-    from ...evaluation.suite import suite_prompts
+    from ...evaluation.suite import suite_prompt_sets
 
     project = layout.project
     batch = layout.root / params.round(layout.name).batch
     earlier = [layout.root / params.round(n).batch for n in params.lineage(layout.name)[:-1]]
-    evals = suite_prompts(params.eval.suite, layout.root)
+    evals = suite_prompt_sets(params.eval.suite, layout.root)
     checked = check_batch(batch, params.data, evals, earlier)
     if not checked.success:
         raise quarantine(batch, checked, project.quarantine, move=False)
