@@ -120,8 +120,11 @@ class Server:
     def stop(self, keep_tmp: bool = False) -> None:
         """Stop by pid (its signal, then SIGKILL after the grace), wait for its ports to be free, remove its temp dir."""
         procs = _tree(self.pid) or [p for p in self._procs if p.is_running()]
-        try:
-            os.kill(self.pid, self.stop_signal)
+        try:  # the whole process group when we launched it in its own session (mlflow's uvicorn child too)
+            if isinstance(self.extra.get("popen"), subprocess.Popen):
+                os.killpg(self.pid, self.stop_signal)
+            else:
+                os.kill(self.pid, self.stop_signal)
         except ProcessLookupError:
             pass
         gone, alive = psutil.wait_procs(procs[:1], timeout=self.grace)

@@ -167,7 +167,7 @@ def test_server_killed_mid_registration_then_one_version(cluster, models, experi
 
 def test_unreachable_server_is_one_clear_error(tmp_path, monkeypatch, capsys) -> None:
     from safepatching.ops.cli import main
-    from safepatching.ops.registry.store import TrackingServerUnreachable
+    from safepatching.ops.registry.server import TrackingServerUnreachable
 
     url = f"http://127.0.0.1:{servers.free_port()}"
     with pytest.raises(TrackingServerUnreachable, match=f"MLflow tracking server {url} is unreachable"):

@@ -49,82 +49,6 @@ class UnknownVersionError(RegistryError, UnknownNameError):
     """A model version that does not exist was named; the message lists the known versions."""
 
 
-class TrackingServerUnreachable(RegistryError):
-    """The MLflow tracking server (an http(s) URI) did not answer; the message names the URI."""
-
-
-PROBE_TIMEOUT_S = 10.0  # seconds the /health probe of a tracking server waits
-
-
-def is_server(uri: str) -> bool:
-    """True for a tracking server URI (http/https): the server owns the artifact locations."""
-    return uri.startswith(("http://", "https://"))
-
-
-def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise TrackingServerUnreachable when nothing answers at `uri` (any HTTP answer, even 401, counts as up)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-            return
-    except urllib.error.HTTPError:
-        return  # it answered
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise TrackingServerUnreachable(f"MLflow tracking server {uri} is unreachable ({reason}); is it running? "
-                                        "(mlflow.tracking_uri)") from None
-
-
-def transport_error(uri: str, e: BaseException) -> RegistryError | None:
-    """The typed error for a request that failed on the way to/from the server (connection refused or reset,
-    timeout, retries exhausted, an artifact upload the server refused), or None for any other error."""
-    import requests
-
-    if isinstance(e, requests.exceptions.RequestException):
-        resp = getattr(e, "response", None)
-        if resp is not None:
-            return RegistryError(f"MLflow tracking server {uri} refused a request ({resp.status_code} for "
-                                 f"{resp.request.method if resp.request else ''} {resp.url}): {_short(str(e))}")
-        return TrackingServerUnreachable(f"MLflow tracking server {uri} is unreachable: {_short(str(e))}")
-    if isinstance(e, MlflowException) and e.message.startswith("API request to ") and (
-            "failed with exception" in e.message or "failed to return code 200" in e.message):
-        if "error responses" in e.message:  # it answered, with 5xx until MLflow's retries ran out
-            return RegistryError(f"MLflow tracking server {uri} kept failing a request (its log says why, e.g. the "
-                                 f"artifact store's credentials): {_short(e.message)}")
-        return TrackingServerUnreachable(f"MLflow tracking server {uri} is unreachable: {_short(e.message)}")
-    return None
-
-
-def _short(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
-class _ServerClient:
-    """An MlflowClient whose calls raise the typed transport errors (naming the URI) instead of MLflow's."""
-
-    def __init__(self, client: MlflowClient, uri: str) -> None:
-        self._client, self._uri = client, uri
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            try:
-                return attr(*args, **kwargs)
-            except Exception as e:
-                err = transport_error(self._uri, e)
-                if err is None:
-                    raise
-                raise err from None
-
-        return call
-
-
 def resolve_tracking_uri(uri: str, root: str | Path) -> str:
     """Make a relative `sqlite:///x.db` (or bare path) absolute against the project root."""
     root = Path(root).resolve()
@@ -166,7 +90,7 @@ class MlflowStore:
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self.rehomed: str | None = None  # what `rehome()` did on opening (a line for the log), else None
-        self.server = is_server(self.uri)  # a tracking server: it assigns and serves the artifact locations
+        self.server = self.uri.startswith(("http://", "https://"))  # a tracking server: it owns artifact locations
         if writable:
             self.client  # noqa: B018  (opened now: a store that cannot be opened fails here)
             if self.exists():
@@ -180,12 +104,18 @@ class MlflowStore:
                 raise RegistryError(f"no MLflow store at {self.uri} yet (nothing registered); opened read-only, so "
                                     "none is created")
             if self.server:
+                from .server import probe_server
+
                 probe_server(self.uri)
             try:
                 client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             except MlflowException as e:
                 raise RegistryError(f"cannot open MLflow store {self.uri}: {e.message}") from None
-            self._client = _ServerClient(client, self.uri) if self.server else client
+            if self.server:
+                from .server import ServerClient
+
+                client = ServerClient(client, self.uri)
+            self._client = client
         return self._client
 
     # ---- plumbing -------------------------------------------------------------------------------
@@ -198,6 +128,8 @@ class MlflowStore:
         try:
             yield
         except Exception as e:
+            from .server import transport_error
+
             err = transport_error(self.uri, e) if self.server else None
             if err is not None:
                 raise err from None
