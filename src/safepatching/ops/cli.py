@@ -6,7 +6,8 @@
     python -m safepatching.ops.cli generate --prompt "..." [--alias champion] [--max-new-tokens N]
 
 MLflow settings come from the params file's `mlflow:` section; a relative sqlite URI resolves against
-`--root` (default: the folder holding the params file). Typed errors exit with code 2 and one message.
+`--root` (default: the folder holding the params file); an `http(s)://` URI is a tracking server (one that does not
+answer is one error naming it). Typed errors exit with code 2 and one message.
 
 `promote` refuses a superseded version, a version not in the lineage (its model is no round's current
 `models/<round>`), and -- for `champion` -- a version whose recorded gate did not pass; `--force` overrides, always

@@ -15,6 +15,13 @@ whose location lies inside the old workspace (MLflow's `Default`, made at `<work
 database was created) move with it the same way. A row whose artifacts exist only at the old place (a copy of the
 database alone) keeps pointing there, so it still loads. Nothing is copied or deleted. A store opened read-only
 (`writable=False`: `status`) is never rewritten; `rehome_pending()` says what a writing command would move.
+
+Tracking server (an `http(s)://` URI): the client sets no artifact location; the server assigns one and proxies the
+artifacts (`mlflow server --serve-artifacts --artifacts-destination s3://...`), so every machine loads the same
+`models:/...`. An experiment on the server whose location is a plain path (one machine's disk: made by an old client,
+or a server without `--serve-artifacts`) is refused with the reason. Nothing is rehomed there. The server is probed
+(`/health`) when the store is opened: one that does not answer raises `TrackingServerUnreachable` naming the URI, as
+does any later request that cannot reach it (after MLflow's own retries: `MLFLOW_HTTP_REQUEST_MAX_RETRIES`).
 """
 
 from __future__ import annotations
@@ -83,6 +90,7 @@ class MlflowStore:
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self.rehomed: str | None = None  # what `rehome()` did on opening (a line for the log), else None
+        self.server = self.uri.startswith(("http://", "https://"))  # a tracking server: it owns artifact locations
         if writable:
             self.client  # noqa: B018  (opened now: a store that cannot be opened fails here)
             if self.exists():
@@ -95,10 +103,19 @@ class MlflowStore:
             if not self.writable and not self.exists():
                 raise RegistryError(f"no MLflow store at {self.uri} yet (nothing registered); opened read-only, so "
                                     "none is created")
+            if self.server:
+                from .server import probe_server
+
+                probe_server(self.uri)
             try:
-                self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+                client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             except MlflowException as e:
                 raise RegistryError(f"cannot open MLflow store {self.uri}: {e.message}") from None
+            if self.server:
+                from .server import ServerClient
+
+                client = ServerClient(client, self.uri)
+            self._client = client
         return self._client
 
     # ---- plumbing -------------------------------------------------------------------------------
@@ -110,8 +127,15 @@ class MlflowStore:
         mlflow.set_registry_uri(self.uri)
         try:
             yield
-        except MlflowException as e:
-            raise RegistryError(f"MLflow ({self.uri}): {e.message}") from e
+        except Exception as e:
+            from .server import transport_error
+
+            err = transport_error(self.uri, e) if self.server else None
+            if err is not None:
+                raise err from None
+            if isinstance(e, MlflowException):
+                raise RegistryError(f"MLflow ({self.uri}): {e.message}") from e
+            raise
         finally:
             mlflow.set_tracking_uri(prev_t)
             mlflow.set_registry_uri(prev_r)
@@ -255,18 +279,35 @@ class MlflowStore:
 
     # ---- the experiment and the model's versions ------------------------------------------------
     def experiment_id(self) -> str:
-        """The experiment id, creating it with an explicit artifact location under the project root."""
+        """The experiment id, creating it: with an explicit artifact location under the project root for a local
+        store, with none on a tracking server (the server assigns it; see the module docstring)."""
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
-                self.artifact_root.mkdir(parents=True, exist_ok=True)
-                self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_root.as_uri())
-            else:
-                if exp.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(exp.experiment_id)
-                self._experiment_id = exp.experiment_id
+                if self.server:
+                    exp = self.client.get_experiment(self.client.create_experiment(self.experiment))
+                else:
+                    self.artifact_root.mkdir(parents=True, exist_ok=True)
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment, artifact_location=self.artifact_root.as_uri())
+                    return self._experiment_id
+            elif exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            if self.server:
+                self._check_server_location(exp.artifact_location or "")
+            self._experiment_id = exp.experiment_id
         return self._experiment_id
+
+    def _check_server_location(self, location: str) -> None:
+        """Refuse an experiment on a tracking server whose artifacts would go to one machine's disk."""
+        from mlflow.utils.uri import is_local_uri
+
+        if location and is_local_uri(location, is_tracking_or_registry_uri=False):
+            raise RegistryError(
+                f"experiment {self.experiment!r} on {self.uri} keeps its artifacts at {location}: a path on one "
+                "machine's disk, which other machines cannot load from. Start the server with --serve-artifacts "
+                "(and --artifacts-destination s3://...), and use a new mlflow.experiment (an experiment's location "
+                "cannot be changed)")
 
     def _aliases(self) -> dict[str, str]:
         try:
