@@ -79,6 +79,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "sweep_bench.json")
     a = ap.parse_args()
 
+    import dask
     import torch
     from distributed import LocalCluster
 
@@ -102,8 +103,9 @@ def main() -> int:
         print(f"  local: {out['local']} s", flush=True)
         job = SweepJob.of(params, lay)
         for n in a.workers:
-            with LocalCluster(n_workers=n, processes=True, threads_per_worker=1, host="127.0.0.1", scheduler_port=0,
-                              dashboard_address=None, local_directory=str(Path(tmp) / f"dask{n}")) as cluster:
+            with dask.config.set({"temporary-directory": str(Path(tmp) / f"dask{n}")}), \
+                    LocalCluster(n_workers=n, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                 scheduler_port=0, dashboard_address=None) as cluster:
                 cfg = ExecutorCfg(kind="dask", address=cluster.scheduler_address)
                 for phase in ("cold", "warm"):
                     t0 = time.perf_counter()

@@ -26,9 +26,11 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Its scratch space in the test's temp dir (Dask's default, /tmp/dask-scratch-space, would stay behind)."""
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                                  scheduler_port=0, dashboard_address=None,
-                                  local_directory=str(tmp_path_factory.mktemp("dask"))) as c:
+    import dask
+
+    with dask.config.set({"temporary-directory": str(tmp_path_factory.mktemp("dask"))}), \
+            distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                     scheduler_port=0, dashboard_address=None) as c:
         yield c
 
 
