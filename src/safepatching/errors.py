@@ -29,6 +29,10 @@ class NonFiniteError(CheckpointError):
     """A merge or patch produced NaN/Inf: names the tensor."""
 
 
+class ExecutorError(SafePatchingError):
+    """A distributed executor (the sweep's Dask cluster) is missing or unreachable: names the address."""
+
+
 class UnknownNameError(SafePatchingError, KeyError):
     """A registry lookup failed; the message lists the known names."""
 

@@ -14,7 +14,7 @@ This module is the package's API: `from safepatching.config import Params, load_
 
 from .evaluation import ORGANISM_SUITE, EvalCfg, EvalSetCfg, UtilityCfg
 from .params import DataCfg, MlflowCfg, Params, load_params, parse_params
-from .rounds import GateCfg, RedTeamCfg, RoundCfg, SelectCfg
+from .rounds import ExecutorCfg, GateCfg, RedTeamCfg, RoundCfg, SelectCfg
 from .settings import (JudgeSettings, MergeSettings, ObjectiveCfg, Settings, Strict, merge_settings,
                        objective_settings, resolve_settings)
 from .sweep import grid_points, sweep_space
@@ -22,7 +22,7 @@ from .training import ComputeCfg, ImportanceCfg, LoraCfg, PatchCfg
 from .world import BackboneCfg, WorldCfg
 from .yaml_io import UniqueKeyLoader, load_yaml_text
 
-__all__ = ["ORGANISM_SUITE", "BackboneCfg", "ComputeCfg", "DataCfg", "EvalCfg", "EvalSetCfg", "GateCfg",
+__all__ = ["ORGANISM_SUITE", "BackboneCfg", "ComputeCfg", "DataCfg", "EvalCfg", "EvalSetCfg", "ExecutorCfg", "GateCfg",
            "ImportanceCfg", "JudgeSettings", "LoraCfg", "MergeSettings", "MlflowCfg", "ObjectiveCfg", "Params",
            "PatchCfg", "RedTeamCfg", "RoundCfg", "SelectCfg", "Settings", "Strict", "UniqueKeyLoader", "UtilityCfg",
            "WorldCfg", "grid_points", "load_params", "load_yaml_text", "merge_settings", "objective_settings",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from .settings import MergeSettings, Strict, merge_settings
 from .sweep import grid_points, sweep_space
@@ -31,8 +31,30 @@ class RedTeamCfg(Strict):
     max_rows: int | None = Field(None, ge=1, description="keep at most this many failures (a seeded sample); null: all")
 
 
+class ExecutorCfg(Strict):
+    """Where the sweep's points are evaluated; every executor gives the same numbers (docs/performance.md)."""
+
+    kind: Literal["local", "dask"] = Field(
+        "local", description="local: every point in the select process, one after the other; dask: one task per "
+                             "point (and one for the parent) on the Dask cluster at `address`, each reading the "
+                             "parent, patches and scores from shared storage")
+    address: str | None = Field(None, description="dask: the scheduler's address (tcp://host:8786); workers must see "
+                                                  "the project's files at the same absolute paths")
+    threads: int | None = Field(None, ge=1, description="torch threads per point on a worker; null: the worker's own "
+                                                        "(its OMP_NUM_THREADS: a Dask nanny sets 1 unless told "
+                                                        "otherwise)")
+    connect_timeout: float = Field(30.0, gt=0, description="seconds to reach the scheduler before failing")
+
+    @model_validator(mode="after")
+    def _address(self) -> "ExecutorCfg":
+        if self.kind == "dask" and not self.address:
+            raise ValueError("kind dask needs the scheduler's address (e.g. tcp://host:8786)")
+        return self
+
+
 class SelectCfg(Strict):
     enabled: bool = True
+    executor: ExecutorCfg = Field(default_factory=ExecutorCfg)
     over_refusal_margin: float = Field(5.0, description="required drop of over-refusal below the parent (points)")
     utility_tolerance: float = Field(2.0, ge=0)
     other_tolerance: float = Field(2.0, ge=0, description="'other' may exceed the parent's by at most this (points)")

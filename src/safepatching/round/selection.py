@@ -98,52 +98,79 @@ def plot_pareto(results: list[dict], parent: dict, chosen: dict, path: Path, tit
     plt.close(fig)
 
 
-def load_round_inputs(layout: RoundLayout) -> tuple[dict, dict, dict, dict]:
-    """(P_SE, P_OM, S_SE, S_OM) of a round, in memory (the sweep reuses them)."""
+def load_inputs(patches: tuple[Path, Path], scores: tuple[Path, Path]) -> tuple[dict, dict, dict, dict]:
+    """(P_SE, P_OM, S_SE, S_OM) from the (se, om) patch folders and score folders, in memory."""
     from safetensors.torch import load_file
 
     from ..io.patches import SCORES_FILE, load_patch
 
-    return (load_patch(layout.patch("se"))[0], load_patch(layout.patch("om"))[0],
-            load_file(str(layout.scores("se") / SCORES_FILE)), load_file(str(layout.scores("om") / SCORES_FILE)))
+    return (load_patch(patches[0])[0], load_patch(patches[1])[0],
+            load_file(str(Path(scores[0]) / SCORES_FILE)), load_file(str(Path(scores[1]) / SCORES_FILE)))
+
+
+def load_round_inputs(layout: RoundLayout) -> tuple[dict, dict, dict, dict]:
+    """(P_SE, P_OM, S_SE, S_OM) of a round, in memory (the sweep reuses them)."""
+    return load_inputs((layout.patch("se"), layout.patch("om")), (layout.scores("se"), layout.scores("om")))
+
+
+def load_parent(base_dir: Path, compute=None) -> tuple[object, object, dict]:
+    """(model, tokenizer, base state on the CPU) of the sweep's parent, loaded per `compute` (dtype, device or
+    device_map)."""
+    from ..io.models import load_model
+
+    kw = dict(dtype=compute.dtype, device=compute.device, device_map=compute.device_map) if compute else {}
+    model, tok = load_model(base_dir, trainable=False, **kw)
+    return model, tok, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def sweep_point(model, tok, base_sd: dict, inputs: tuple[dict, dict, dict, dict] | None, cfg: MergeSettings | None,
+                split: dict[str, list[dict]], eval_cfg: EvalCfg) -> dict:
+    """One sweep point's headline on `split` by the deciding judge: the merge `cfg` of `base_sd` and `inputs` loaded
+    into `model`, or (cfg None) the model as it is, which must then hold the parent. Every executor evaluates
+    through this; greedy decoding and the state dict alone decide the numbers, so a model loaded fresh for one
+    point gives the same ones as a model reused across points."""
+    from ..evaluation.generate import DecodingConfig
+    from ..evaluation.metrics import evaluate_rows, headline
+    from ..merging.in_memory import merge_in_memory
+
+    if cfg is not None:
+        p_se, p_om, s_se, s_om = inputs
+        merged = merge_in_memory(base_sd, p_se, p_om, cfg, s_se, s_om)
+        with torch.no_grad():
+            model.load_state_dict(merged)
+    judge = eval_cfg.decide_with
+    met, _ = evaluate_rows(model, tok, split, {judge: eval_cfg.judges[judge]},
+                           DecodingConfig.of(eval_cfg), samples_per_kind=0)
+    h = headline(met, judge)
+    h["per_category"] = {k: v for k, v in met[judge].items() if "/" in k}
+    return h
+
+
+def point_record(cfg: MergeSettings, h: dict) -> dict:
+    """A grid point's entry of sweep.json's results."""
+    from ..merging.method import label
+
+    return {"label": label(cfg), "merge": cfg.model_dump(), "metrics": h}
+
+
+def log_point(i: int, n: int, r: dict, log=print) -> None:
+    h = r["metrics"]
+    log(f"  [{i + 1}/{n}] {r['label']:40s} harm {harm_score(h):5.1f}  over-ref {h['over_refusal']:5.1f}"
+        f"  util {h.get('utility', float('nan')):5.1f}  other {h.get('other', 0):4.1f}")
 
 
 def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict[str, list[dict]],
               grid: list[MergeSettings], eval_cfg: EvalCfg, log=print, compute=None) -> tuple[dict, list[dict]]:
-    """Evaluate the parent and every grid point on `split` ({kind: rows}) with the deciding judge only;
-    returns (parent_headline, results). The model is loaded per `compute` (dtype, device or device_map); the base
-    state and the merges live on the CPU, so the accelerator holds one model copy, reloaded per point."""
-    from ..evaluation.generate import DecodingConfig
-    from ..evaluation.metrics import evaluate_rows, headline
-    from ..io.models import load_model
-    from ..merging.in_memory import merge_in_memory
-    from ..merging.method import label
-
-    kw = dict(dtype=compute.dtype, device=compute.device, device_map=compute.device_map) if compute else {}
-    model, tok = load_model(base_dir, trainable=False, **kw)
-    base_sd = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    p_se, p_om, s_se, s_om = inputs
-    dec = DecodingConfig.of(eval_cfg)
-    judge = eval_cfg.decide_with
-    judges = {judge: eval_cfg.judges[judge]}
-
-    def ev() -> dict:
-        met, _ = evaluate_rows(model, tok, split, judges, dec, samples_per_kind=0)
-        h = headline(met, judge)
-        h["per_category"] = {k: v for k, v in met[judge].items() if "/" in k}
-        return h
-
-    parent = ev()
+    """The local executor: the parent and every grid point on `split` ({kind: rows}), in this process, one model
+    reloaded per point (sweep_point); returns (parent_headline, results). The base state and the merges live on the
+    CPU, so the accelerator holds one model copy."""
+    model, tok, base_sd = load_parent(base_dir, compute)
+    parent = sweep_point(model, tok, base_sd, inputs, None, split, eval_cfg)
     results = []
     t0 = time.time()
     for i, cfg in enumerate(grid):
-        merged = merge_in_memory(base_sd, p_se, p_om, cfg, s_se, s_om)
-        with torch.no_grad():
-            model.load_state_dict(merged)
-        h = ev()
-        results.append({"label": label(cfg), "merge": cfg.model_dump(), "metrics": h})
-        log(f"  [{i + 1}/{len(grid)}] {label(cfg):40s} harm {harm_score(h):5.1f}  over-ref {h['over_refusal']:5.1f}"
-            f"  util {h.get('utility', float('nan')):5.1f}  other {h.get('other', 0):4.1f}")
+        results.append(point_record(cfg, sweep_point(model, tok, base_sd, inputs, cfg, split, eval_cfg)))
+        log_point(i, len(grid), results[-1], log)
     with torch.no_grad():
         model.load_state_dict(base_sd)
     log(f"  sweep of {len(grid)} points in {time.time() - t0:.1f}s")

@@ -11,7 +11,9 @@ from ...layout import RoundLayout
 
 def select(params: Params, layout: RoundLayout, log=print) -> dict:
     """Sweep merge variants on the validation split (reusing the patches and scores) and choose the round's point
-    (see safepatching.round.selection); writes selected.json, sweep.json, diagnosis.json and pareto.png."""
+    (see safepatching.round.selection); writes selected.json, sweep.json, diagnosis.json and pareto.png. The points
+    are evaluated here (select.executor.kind local) or one task each on a Dask cluster (dask: round.sweep_dask);
+    both give the same numbers in the same order."""
     from ...config import merge_settings
     from ..diagnosis import diagnose, format_diagnosis, importance_by_layer, plot_importance_layers
     from ...evaluation.suite import load_suite
@@ -21,8 +23,13 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
     sel, base_merge = params.select, params.merge_for(layout.name)
     grid = sel.points() if sel.enabled else [base_merge]
     inputs = load_round_inputs(layout)
-    split = load_suite(params.eval.suite, "val", layout.root)
-    parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log, params.compute)
+    if sel.executor.kind == "dask":
+        from ..sweep_dask import SweepJob, run_sweep_dask
+
+        parent, results = run_sweep_dask(SweepJob.of(params, layout), grid, sel.executor, log)
+    else:
+        split = load_suite(params.eval.suite, "val", layout.root)
+        parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log, params.compute)
     chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
     layout.select_dir.mkdir(parents=True, exist_ok=True)
     diag_cfg = merge_settings(chosen["merge"]) if chosen.get("merge") else base_merge
