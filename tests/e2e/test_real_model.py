@@ -61,7 +61,7 @@ def cpu_trial_edits(stand_in: Path, classifier: Path) -> dict[str, object]:
             "eval.judges.classifier.model": str(classifier), "eval.judges.classifier.device": "cpu",
             "eval.decide_with": "keyword",
             "eval.utility.tasks": ["tiny_arith"], "eval.utility.include_path": "data/eval/tasks",
-            "eval.max_new_tokens": 8, "eval.utility.limit": 4,
+            "eval.max_new_tokens": 8, "eval.utility.limit": 4, "eval.utility.batch_size": 4,
             "patch.se.max_steps": 2, "patch.om.max_steps": 2, "patch.se.batch_size": 8, "patch.om.batch_size": 8,
             "importance.n_samples": 8,
             "select.grid.safepatching.p": [0.9], "select.grid.safepatching.a": [10.0],
