@@ -15,6 +15,13 @@ whose location lies inside the old workspace (MLflow's `Default`, made at `<work
 database was created) move with it the same way. A row whose artifacts exist only at the old place (a copy of the
 database alone) keeps pointing there, so it still loads. Nothing is copied or deleted. A store opened read-only
 (`writable=False`: `status`) is never rewritten; `rehome_pending()` says what a writing command would move.
+
+Tracking server (an `http(s)://` URI): the client sets no artifact location; the server assigns one and proxies the
+artifacts (`mlflow server --serve-artifacts --artifacts-destination s3://...`), so every machine loads the same
+`models:/...`. An experiment on the server whose location is a plain path (one machine's disk: made by an old client,
+or a server without `--serve-artifacts`) is refused with the reason. Nothing is rehomed there. The server is probed
+(`/health`) when the store is opened: one that does not answer raises `TrackingServerUnreachable` naming the URI, as
+does any later request that cannot reach it (after MLflow's own retries: `MLFLOW_HTTP_REQUEST_MAX_RETRIES`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,82 @@ class RegistryError(SafePatchingError):
 
 class UnknownVersionError(RegistryError, UnknownNameError):
     """A model version that does not exist was named; the message lists the known versions."""
+
+
+class TrackingServerUnreachable(RegistryError):
+    """The MLflow tracking server (an http(s) URI) did not answer; the message names the URI."""
+
+
+PROBE_TIMEOUT_S = 10.0  # seconds the /health probe of a tracking server waits
+
+
+def is_server(uri: str) -> bool:
+    """True for a tracking server URI (http/https): the server owns the artifact locations."""
+    return uri.startswith(("http://", "https://"))
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise TrackingServerUnreachable when nothing answers at `uri` (any HTTP answer, even 401, counts as up)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingServerUnreachable(f"MLflow tracking server {uri} is unreachable ({reason}); is it running? "
+                                        "(mlflow.tracking_uri)") from None
+
+
+def transport_error(uri: str, e: BaseException) -> RegistryError | None:
+    """The typed error for a request that failed on the way to/from the server (connection refused or reset,
+    timeout, retries exhausted, an artifact upload the server refused), or None for any other error."""
+    import requests
+
+    if isinstance(e, requests.exceptions.RequestException):
+        resp = getattr(e, "response", None)
+        if resp is not None:
+            return RegistryError(f"MLflow tracking server {uri} refused a request ({resp.status_code} for "
+                                 f"{resp.request.method if resp.request else ''} {resp.url}): {_short(str(e))}")
+        return TrackingServerUnreachable(f"MLflow tracking server {uri} is unreachable: {_short(str(e))}")
+    if isinstance(e, MlflowException) and e.message.startswith("API request to ") and (
+            "failed with exception" in e.message or "failed to return code 200" in e.message):
+        if "error responses" in e.message:  # it answered, with 5xx until MLflow's retries ran out
+            return RegistryError(f"MLflow tracking server {uri} kept failing a request (its log says why, e.g. the "
+                                 f"artifact store's credentials): {_short(e.message)}")
+        return TrackingServerUnreachable(f"MLflow tracking server {uri} is unreachable: {_short(e.message)}")
+    return None
+
+
+def _short(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+class _ServerClient:
+    """An MlflowClient whose calls raise the typed transport errors (naming the URI) instead of MLflow's."""
+
+    def __init__(self, client: MlflowClient, uri: str) -> None:
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                err = transport_error(self._uri, e)
+                if err is None:
+                    raise
+                raise err from None
+
+        return call
 
 
 def resolve_tracking_uri(uri: str, root: str | Path) -> str:
@@ -83,6 +166,7 @@ class MlflowStore:
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self.rehomed: str | None = None  # what `rehome()` did on opening (a line for the log), else None
+        self.server = is_server(self.uri)  # a tracking server: it assigns and serves the artifact locations
         if writable:
             self.client  # noqa: B018  (opened now: a store that cannot be opened fails here)
             if self.exists():
@@ -95,10 +179,13 @@ class MlflowStore:
             if not self.writable and not self.exists():
                 raise RegistryError(f"no MLflow store at {self.uri} yet (nothing registered); opened read-only, so "
                                     "none is created")
+            if self.server:
+                probe_server(self.uri)
             try:
-                self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+                client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             except MlflowException as e:
                 raise RegistryError(f"cannot open MLflow store {self.uri}: {e.message}") from None
+            self._client = _ServerClient(client, self.uri) if self.server else client
         return self._client
 
     # ---- plumbing -------------------------------------------------------------------------------
@@ -110,8 +197,13 @@ class MlflowStore:
         mlflow.set_registry_uri(self.uri)
         try:
             yield
-        except MlflowException as e:
-            raise RegistryError(f"MLflow ({self.uri}): {e.message}") from e
+        except Exception as e:
+            err = transport_error(self.uri, e) if self.server else None
+            if err is not None:
+                raise err from None
+            if isinstance(e, MlflowException):
+                raise RegistryError(f"MLflow ({self.uri}): {e.message}") from e
+            raise
         finally:
             mlflow.set_tracking_uri(prev_t)
             mlflow.set_registry_uri(prev_r)
@@ -255,18 +347,35 @@ class MlflowStore:
 
     # ---- the experiment and the model's versions ------------------------------------------------
     def experiment_id(self) -> str:
-        """The experiment id, creating it with an explicit artifact location under the project root."""
+        """The experiment id, creating it: with an explicit artifact location under the project root for a local
+        store, with none on a tracking server (the server assigns it; see the module docstring)."""
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
-                self.artifact_root.mkdir(parents=True, exist_ok=True)
-                self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_root.as_uri())
-            else:
-                if exp.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(exp.experiment_id)
-                self._experiment_id = exp.experiment_id
+                if self.server:
+                    exp = self.client.get_experiment(self.client.create_experiment(self.experiment))
+                else:
+                    self.artifact_root.mkdir(parents=True, exist_ok=True)
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment, artifact_location=self.artifact_root.as_uri())
+                    return self._experiment_id
+            elif exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            if self.server:
+                self._check_server_location(exp.artifact_location or "")
+            self._experiment_id = exp.experiment_id
         return self._experiment_id
+
+    def _check_server_location(self, location: str) -> None:
+        """Refuse an experiment on a tracking server whose artifacts would go to one machine's disk."""
+        from mlflow.utils.uri import is_local_uri
+
+        if location and is_local_uri(location, is_tracking_or_registry_uri=False):
+            raise RegistryError(
+                f"experiment {self.experiment!r} on {self.uri} keeps its artifacts at {location}: a path on one "
+                "machine's disk, which other machines cannot load from. Start the server with --serve-artifacts "
+                "(and --artifacts-destination s3://...), and use a new mlflow.experiment (an experiment's location "
+                "cannot be changed)")
 
     def _aliases(self) -> dict[str, str]:
         try:
