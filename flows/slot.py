@@ -74,6 +74,7 @@ def _record(state: str, me: dict) -> None:
 def rounds_slot(checkout: str, log: Callable[[str], None] = print, check_every: float = 30.0,
                 max_wait: float | None = None, lease_seconds: float = 300.0, name: str = SLOT):
     """Hold the server's `name` slot for the block (see the module doc). `checkout` is recorded for the message."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_API_URL
@@ -83,7 +84,7 @@ def rounds_slot(checkout: str, log: Callable[[str], None] = print, check_every: 
     me = {"flow_run_id": str(run_id) if run_id else None, "flow_run_name": flow_run.name if run_id else None,
           "host": socket.gethostname(), "checkout": checkout, "pid": os.getpid(),
           "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    holder = {"type": "flow_run", "id": run_id} if run_id else None
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None
     server = PREFECT_API_URL.value() or "the ephemeral Prefect server"
     t0 = time.time()
     timeout = 2.0  # the first try: a busy slot is reported at once

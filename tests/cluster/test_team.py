@@ -126,13 +126,17 @@ def worker(cluster, pool: str, root: Path):
     return servers.start_worker(cluster.prefect, pool, env=machine_env(root, cluster), cwd=cwd)
 
 
-def run_deployment(cluster, root: Path) -> dict:
+def run_deployment(cluster, root: Path, w) -> dict:
+    """`prefect deployment run --watch` from `root`; the run (read back from the API) must be COMPLETED."""
+    import re
+
     out = sh([BIN / "prefect", "deployment", "run", DEPLOYMENT, "--watch", "--watch-timeout", "1700"], root,
              machine_env(root, cluster), check=False)
-    runs = api(cluster, "/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC", "limit": 1,
-                                              "flow_runs": {"deployment_id": {"is_null_": False}}})
-    assert runs and runs[0]["state_type"] == "COMPLETED", f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return runs[0]
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout).group(1)
+    run = httpx.get(f"{cluster.prefect.url}/flow_runs/{run_id}", timeout=30).json()
+    log = w.log.read_text(errors="replace") if w.log.exists() else ""
+    assert run["state_type"] == "COMPLETED", f"{run['state'].get('message')}\nworker log:\n{log[-6000:]}"
+    return {**run, "worker_log": log}
 
 
 def registry(root: Path):
@@ -160,10 +164,11 @@ def test_two_machines_share_a_lineage_through_the_servers(cluster, team):
     assert dep["pull_steps"] == [{"safepatching.ops.checkout.use_checkout": {}}] and str(a) not in json.dumps(dep)
     wa = worker(cluster, pool, a)
     try:
-        run_a = run_deployment(cluster, a)
+        run_a = run_deployment(cluster, a, wa)
     finally:
         wa.stop()
-    log_a = wa.log.read_text() if wa.log.exists() else ""
+    log_a = run_a["worker_log"]
+    assert f"safepatching.ops.checkout.use_checkout" in log_a or str(a) in log_a
     t_a = time.time() - t0
     versions = registry(a).versions()
     assert [(v.round, v.version) for v in versions] == [("r1", "1")]
@@ -186,10 +191,10 @@ def test_two_machines_share_a_lineage_through_the_servers(cluster, team):
     (b / "data" / "incoming" / "hacking.jsonl.done").touch()
     wb = worker(cluster, pool, b)
     try:
-        run_b = run_deployment(cluster, b)
+        run_b = run_deployment(cluster, b, wb)
     finally:
         wb.stop()
-    log_b = wb.log.read_text()
+    log_b = run_b["worker_log"]
     assert str(b) in log_b and "pulling" in log_b, log_b[-3000:]
     assert run_a["id"] != run_b["id"]
     params_b = load_params(b / "params.yaml")

@@ -27,7 +27,10 @@ def test_rounds_slot_is_exclusive_and_names_its_holder(server):
     held, release = threading.Event(), threading.Event()
     spans: dict[str, tuple[float, float]] = {}
 
-    def holder():
+    from prefect import flow
+
+    @flow(name="hold-the-slot")
+    def holder():  # inside a flow run: the slot's lease names the flow run as its holder
         with rounds_slot("/srv/machine-a/safepatching", log=lambda s: None):
             t0 = time.time()
             held.set()
@@ -42,7 +45,8 @@ def test_rounds_slot_is_exclusive_and_names_its_holder(server):
         assert (limit.limit, limit.active_slots) == (1, 1)
     ensure_limit()  # idempotent: the existing limit is kept
     lines: list[str] = []
-    with pytest.raises(RoundsBusy, match=r"held by .*checkout /srv/machine-a/safepatching.*gave up after"):
+    with pytest.raises(RoundsBusy, match=r"held by flow run '.+' \(.{36}\) on host .*checkout "
+                                          r"/srv/machine-a/safepatching.*gave up after"):
         with rounds_slot("/srv/machine-b/safepatching", log=lines.append, max_wait=3, check_every=1):
             pytest.fail("entered a held slot")
     assert lines and all(line.startswith("WAITING") and "/srv/machine-a/safepatching" in line for line in lines)
