@@ -187,7 +187,7 @@ def test_two_machines_share_a_lineage_through_the_servers(cluster, team):
 
     # ---- machine B: a fresh clone; a new batch; B's worker runs the deployment registered from A, from B
     b = clone(team, "b")
-    assert not (b / "models").exists()
+    assert not (b / "models" / "r1").exists() and not (b / "data" / "world").exists()
     (b / "data" / "incoming").mkdir(parents=True, exist_ok=True)
     shutil.copy(a / "data" / "world" / "batches" / "hacking.jsonl", b / "data" / "incoming" / "hacking.jsonl")
     (b / "data" / "incoming" / "hacking.jsonl.done").touch()
