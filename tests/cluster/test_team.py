@@ -104,7 +104,8 @@ def team(cluster, tmp_path_factory):
     origin = base / "origin.git"
     git(["clone", "-q", "--bare", str(seed), str(origin)], base)
     shutil.rmtree(seed)
-    return {"origin": origin, "base": base, "prefix": prefix, "t0": time.time()}
+    yield {"origin": origin, "base": base, "prefix": prefix, "t0": time.time()}
+    shutil.rmtree(base, ignore_errors=True)  # the clones (the servers' data goes with the cluster)
 
 
 def c_url(cluster) -> str:
