@@ -1,11 +1,15 @@
 """Prefect flows of continual SafePatching: thin wrappers that pass paths and names, never tensors.
 
-  continual_psa   take new batches from data/incoming/ (GX validation, quarantine on failure, `dvc add`,
+  continual_psa   (with a DVC remote configured, params `storage:`: first pull the recorded outputs this checkout
+                  lacks) take new batches from data/incoming/ (GX validation, quarantine on failure, `dvc add`,
                   a new round in params.yaml), then run every round in order, one at a time, under a
                   workspace lock: `dvc repro` of the round, then MLflow registration + promotion gate
                   (a retrained round becomes a new version; an existing one keeps its recorded decision),
-                  and finally a check that the registry's champion is still in the lineage.
-  psa_round       one round: repro of every stage of the round (`round_stages`) -> register.
+                  and finally a check that the registry's champion is still in the lineage. Besides the local
+                  lock it holds the Prefect server's `safepatching-rounds` slot (flows/slot.py): rounds run one at a
+                  time across every machine reporting to that server.
+  psa_round       one round: repro of every stage of the round (`round_stages`) -> register -> (with a remote)
+                  `dvc push` of the round's outputs and everything upstream (safepatching.ops.remote).
 
 Run: `python -m flows.continual` (ephemeral Prefect server; no server needed). Exit codes: 0 every round ran and
 nothing needs a person; 2 an error, one `error: ...` message on stderr (the workspace lock is held, params or a
@@ -41,6 +45,8 @@ from safepatching.ops.report import table  # noqa: E402
 from safepatching.config import load_params  # noqa: E402
 from safepatching.errors import ConfigError, SafePatchingError  # noqa: E402
 from safepatching.layout import Project, RoundLayout  # noqa: E402
+
+from flows.slot import rounds_slot  # noqa: E402
 
 
 def root() -> Path:
@@ -246,6 +252,26 @@ def register(params_path: str, name: str) -> dict:
     return record_round(params, RoundLayout.of(params, name, root()), log=get_run_logger().info).as_dict()
 
 
+@task(name="pull", retries=0)
+def pull(params_path: str) -> list[str]:
+    """`dvc pull` of the recorded outputs this checkout lacks from the configured remote (safepatching.ops.remote)."""
+    from safepatching.ops.remote import pull_missing
+
+    return pull_missing(load_params(root() / params_path).storage, root(), log=get_run_logger().info, env=_env())
+
+
+@task(name="push", retries=0)
+def push(params_path: str, targets: list[str]) -> None:
+    """`dvc push --with-deps` of a round's stages to the configured remote (safepatching.ops.remote)."""
+    from safepatching.ops.remote import push as push_outputs
+
+    push_outputs(load_params(root() / params_path).storage, root(), targets, log=get_run_logger().info, env=_env())
+
+
+def _remote(params_path: str) -> bool:
+    return load_params(root() / params_path).storage.enabled
+
+
 @task(name="check-champion", retries=0)
 def check_champion(params_path: str) -> str | None:
     """A line when the champion's model is no round's current model, naming the gate reference it stays
@@ -257,18 +283,24 @@ def check_champion(params_path: str) -> str | None:
 
 @flow(name="psa-round")
 def psa_round(name: str, params_path: str = "params.yaml") -> dict:
-    t = repro(round_stages(name))
+    stages = round_stages(name)
+    t = repro(stages)
     t0 = time.time()
     reg = register(params_path, name)
+    registered = time.time() - t0
+    if _remote(params_path):
+        push(params_path, stages)
     return {"round": name, **reg, "repro_wall": t["wall"], "stage_seconds": t["stages"],
-            "register_seconds": time.time() - t0}
+            "register_seconds": registered}
 
 
 @flow(name="continual-psa", log_prints=True)
 def continual_psa(params_path: str = "params.yaml") -> list[dict]:
     log = get_run_logger()
     t_start = time.time()
-    with workspace_lock(log=log.warning):
+    with workspace_lock(log=log.warning), rounds_slot(str(root()), log=log.warning):
+        if _remote(params_path):
+            pull(params_path)
         base = repro(["evaluate_backbone"])
         taken = intake(params_path)
         if taken["added"]:

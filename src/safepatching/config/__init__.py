@@ -6,6 +6,7 @@ what params.yaml ships (tests/structure/test_params_file.py).
 
   settings.py    the extension settings machinery (Settings, resolve_settings) and each extension kind's base
   world.py evaluation.py training.py rounds.py params.py    the schema, by params.yaml section
+  storage.py     the DVC remote (storage:)
   sweep.py       sweep-grid expansion (select.grid)
   yaml_io.py     the duplicate-key-refusing YAML loader
 
@@ -17,6 +18,7 @@ from .params import DataCfg, MlflowCfg, Params, load_params, parse_params
 from .rounds import ExecutorCfg, GateCfg, RedTeamCfg, RoundCfg, SelectCfg
 from .settings import (JudgeSettings, MergeSettings, ObjectiveCfg, Settings, Strict, merge_settings,
                        objective_settings, resolve_settings)
+from .storage import StorageCfg
 from .sweep import grid_points, sweep_space
 from .training import ComputeCfg, ImportanceCfg, LoraCfg, PatchCfg
 from .world import BackboneCfg, WorldCfg
@@ -24,6 +26,6 @@ from .yaml_io import UniqueKeyLoader, load_yaml_text
 
 __all__ = ["ORGANISM_SUITE", "BackboneCfg", "ComputeCfg", "DataCfg", "EvalCfg", "EvalSetCfg", "ExecutorCfg", "GateCfg",
            "ImportanceCfg", "JudgeSettings", "LoraCfg", "MergeSettings", "MlflowCfg", "ObjectiveCfg", "Params",
-           "PatchCfg", "RedTeamCfg", "RoundCfg", "SelectCfg", "Settings", "Strict", "UniqueKeyLoader", "UtilityCfg",
+           "PatchCfg", "RedTeamCfg", "RoundCfg", "SelectCfg", "Settings", "StorageCfg", "Strict", "UniqueKeyLoader", "UtilityCfg",
            "WorldCfg", "grid_points", "load_params", "load_yaml_text", "merge_settings", "objective_settings",
            "parse_params", "resolve_settings", "sweep_space"]

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from .evaluation import EvalCfg
 from .rounds import GateCfg, RedTeamCfg, RoundCfg, SelectCfg
 from .settings import MergeSettings, Strict, error_lines, merge_settings
+from .storage import StorageCfg
 from .training import ComputeCfg, ImportanceCfg, PatchCfg
 from .world import BackboneCfg, WorldCfg
 from .yaml_io import load_yaml_text
@@ -58,6 +59,7 @@ class Params(Strict):
     select: SelectCfg = Field(default_factory=SelectCfg)
     gate: GateCfg = Field(default_factory=GateCfg)
     mlflow: MlflowCfg = Field(default_factory=MlflowCfg)
+    storage: StorageCfg = Field(default_factory=StorageCfg)
     rounds: dict[str, RoundCfg] = Field(default_factory=dict, description="ordered; each round names its parent")
     redteam: dict[str, RedTeamCfg] = Field(default_factory=dict, description="rounds whose batch is the parent's "
                                            "failures on a red-team pool (round name -> pool, parent, batch)")
