@@ -17,6 +17,9 @@ from ..errors import ExecutorError
 from ..layout import RoundLayout
 
 
+POLL_S = 0.25  # how often the sweep looks at its points while they run (for its progress line)
+
+
 @dataclass(frozen=True)
 class SweepJob:
     """What every point of one round's sweep reads: absolute paths (the same on every worker) and settings."""
@@ -75,8 +78,6 @@ def connect(cfg: ExecutorCfg):
 def run_sweep_dask(job: SweepJob, grid: list[MergeSettings], cfg: ExecutorCfg, log=print) -> tuple[dict, list[dict]]:
     """(parent_headline, results) as selection.run_sweep returns them, the points evaluated on the cluster; points
     done of all (in any order) with an ETA every 30 s while they run."""
-    from distributed import as_completed
-
     from ..progress import Progress
     from .selection import log_point, point_record
 
@@ -87,8 +88,9 @@ def run_sweep_dask(job: SweepJob, grid: list[MergeSettings], cfg: ExecutorCfg, l
         futures = [client.submit(point_task, job, None if c is None else c.model_dump(), pure=False)
                    for c in [None, *grid]]
         progress = Progress("sweep points done on the cluster", len(futures), log)
-        for done, _ in enumerate(as_completed(futures), 1):
-            progress.update(done)
+        while not all(f.done() for f in futures):  # polled: this client is not the process's default one
+            progress.update(sum(f.done() for f in futures))
+            time.sleep(POLL_S)
         parent, *heads = client.gather(futures)
     results = [point_record(c, h) for c, h in zip(grid, heads)]
     for i, r in enumerate(results):
