@@ -14,7 +14,7 @@ from .imports import ROOT, imports_of, module_name
 
 SRC = ROOT / "src" / "safepatching"
 # the ground floor: top-level modules (and the `config` package, however it is split), the package itself ("")
-GROUND = {"", "config", "errors", "registry", "envdefaults", "chat", "refusals", "crash", "layout"}
+GROUND = {"", "config", "errors", "registry", "envdefaults", "chat", "refusals", "crash", "layout", "progress"}
 WINGS = {"io", "batches", "patching", "merging", "evaluation", "organism"}
 ALLOWED_WINGS = {"io": set(), "batches": {"io"}, "patching": {"io"}, "merging": {"io"}, "evaluation": {"io"},
                  "organism": {"io"}}

@@ -56,7 +56,13 @@ class SelectCfg(Strict):
     enabled: bool = True
     executor: ExecutorCfg = Field(default_factory=ExecutorCfg)
     over_refusal_margin: float = Field(5.0, description="required drop of over-refusal below the parent (points)")
-    utility_tolerance: float = Field(2.0, ge=0)
+    utility_tolerance: float = Field(2.0, ge=0, description="utility may fall below the parent's by at most this "
+                                                           "(points; the suite's exact-match utility set, else the "
+                                                           "mean of eval.utility's lm-eval tasks)")
+    utility_limit: int | float | None = Field(
+        50, gt=0, description="with eval.utility.tasks: docs per lm-eval task (per subtask of a group) each sweep "
+                              "point and the parent are scored on (N >= 1 each task's first N, a fraction < 1 that "
+                              "share; null: eval.utility.limit); no tasks: unused")
     other_tolerance: float = Field(2.0, ge=0, description="'other' may exceed the parent's by at most this (points)")
     harmful_tolerance: float = Field(0.0, ge=0, description="harm may exceed the parent's by at most this (points)")
     grid: dict[str, dict[str, Any]] = Field(
@@ -75,6 +81,13 @@ class SelectCfg(Strict):
         for method, space in v.items():
             grid_points(method, space)
         return v
+
+    @field_validator("utility_limit", mode="before")
+    @classmethod
+    def _utility_limit(cls, v: Any) -> Any:
+        from .evaluation import UtilityCfg
+
+        return UtilityCfg._limit(v)
 
     def points(self) -> list[MergeSettings]:
         """Every sweep point, method by method in the order of `grid`."""

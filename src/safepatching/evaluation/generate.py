@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
 from ..chat import prompt_text
 from ..io.models import input_device
+from ..progress import Progress  # noqa: F401  (generate's progress lines; importable from here as before)
 
 
 @dataclass(frozen=True)
@@ -48,30 +48,6 @@ def prompt_limit(max_prompt_tokens: int | None, max_new_tokens: int, context: in
 def prompt_tokens(tok, prompts: list[str]) -> list[int]:
     """Each prompt's length in tokens as generation feeds it (through the chat template)."""
     return [len(tok(prompt_text(tok, p), add_special_tokens=False)["input_ids"]) for p in prompts]
-
-
-class Progress:
-    """`done/total` lines with the rate and an ETA, at most one per `every` seconds (none for work that ends sooner):
-    a real model's evaluation of ~1,000 prompts takes minutes, the organism's a second."""
-
-    def __init__(self, what: str, total: int, log=print, every: float = 30.0, clock=time.monotonic):
-        self.what, self.total, self.log, self.every, self.clock = what, total, log, every, clock
-        self.t0 = self.last = clock()
-
-    def update(self, done: int) -> None:
-        now = self.clock()
-        if now - self.last < self.every or done >= self.total or done <= 0:
-            return
-        self.last = now
-        spent = now - self.t0
-        eta = spent / done * (self.total - done)
-        self.log(f"{self.what}: {done}/{self.total} ({100 * done / self.total:.0f}%), {_dur(spent)} so far, "
-                 f"ETA {_dur(eta)}")
-
-
-def _dur(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 @torch.no_grad()

@@ -78,6 +78,16 @@ def summarise(out: dict, tasks: tuple[str, ...], headline_metrics: tuple[str, ..
     return UtilityResult(benchmarks, headline)
 
 
+def utility_headline(head: dict, res: UtilityResult) -> dict:
+    """`head` (a metrics headline) with each task's `utility_<task>` percent and, when the suite has no exact-match
+    utility set (no `utility` yet), `utility` = their mean: the number the gate and selection's utility guard read.
+    One rule for metrics_<split>.json (the evaluate step) and the validation sweep's points."""
+    out = {**head, **res.headline}
+    if "utility" not in head and res.headline:
+        out["utility"] = round(sum(res.headline.values()) / len(res.headline), 2)
+    return out
+
+
 def run_utility(model, tok, cfg: UtilityCfg, log=print) -> UtilityResult:
     """lm-eval's tasks `cfg.tasks` on an in-memory HF causal LM (on whatever device it already is)."""
     if not cfg.tasks:

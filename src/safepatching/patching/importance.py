@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from ..chat import collate, encode_pair, sequence_nll
 from .objective import get_objective
 from ..errors import DataError
+from ..progress import Progress
 from ..io.atomic import atomic_dir
 from ..io.checkpoints import sha256_file
 from ..io.models import load_model
@@ -27,16 +28,19 @@ from .distributed import Dist
 
 def snip_scores(model, tok, pairs: list[tuple[str, str]], objective_name: str, names: list[str],
                 deltas: dict[str, torch.Tensor] | None = None, batch_size: int = 32, grad_accumulation: int = 1,
-                dist: Dist | None = None) -> dict[str, torch.Tensor]:
+                dist: Dist | None = None, log=print) -> dict[str, torch.Tensor]:
     """SNIP scores for the parameters in `names`. With `deltas`, scores use |P ⊙ g| instead of |W ⊙ g|.
 
     Each batch's gradient is that of its mean loss (accumulated over `grad_accumulation` micro-batches, weighted by
     their share); under several processes (`dist`) whole batches go round-robin to the processes and the scores are
     summed across them, so every process holds the same total as one process would (up to summation order).
-    Scores, and the gradients read each batch, live in fp32 on the CPU: the accelerator holds one model copy."""
+    Scores, and the gradients read each batch, live in fp32 on the CPU: the accelerator holds one model copy.
+    No `names` (a zero patch: training stopped at step 0, e.g. gradient ascent already past `target_nll`): {}."""
     # npo's gradient at θ has |direction| of ga's; SNIP only uses |∂L/∂W|, so score npo patches with ga
     from .distributed import micro_slices
 
+    if not names:  # a zero patch (trained 0 steps) has no tensors: nothing to score, no backward to run
+        return {}
     dist = dist or Dist(next(model.parameters()).device)
     objective = get_objective("ga" if get_objective(objective_name).needs_ref else objective_name)
     params = dict(model.named_parameters())
@@ -48,8 +52,10 @@ def snip_scores(model, tok, pairs: list[tuple[str, str]], objective_name: str, n
     encs = [encode_pair(tok, p, r) for p, r in pairs]
     model.eval()  # no dropout: scores are deterministic
     dev = dist.device
-    starts = list(range(0, len(encs), batch_size))
-    for s in starts[dist.rank::dist.world]:
+    starts = list(range(0, len(encs), batch_size))[dist.rank::dist.world]
+    progress = Progress("  SNIP batches" + (f" (the main process's share of {dist.world})" if dist.world > 1 else ""), len(starts), log)
+    for i, s in enumerate(starts):
+        progress.update(i)
         batch = encs[s:s + batch_size]
         model.zero_grad(set_to_none=True)
         for (sl,) in micro_slices(len(batch), grad_accumulation, 1):
@@ -97,6 +103,10 @@ def compute_importance(base_dir: Path, patch_dir: Path, pairs: list[tuple[str, s
     model, tok = load_model(base_dir, trainable=False, dtype=compute.dtype, device=str(dist.device))
     apply_deltas(model, deltas)  # in place: θ+P is the one copy
     names = sorted(deltas)
+    if not names:
+        log(f"  importance: {patch_dir} is a zero patch (no tensor changed: {pmanifest.get('steps', '?')} "
+            f"training steps, stopped by {pmanifest.get('stopped', '?')}); its scores are empty (a zero delta "
+            "moves nothing whatever its mask), so the merge keeps the other patch alone")
     if score != "delta":
         deltas = None  # |W ⊙ g| needs only θ+P: free the patch's RAM
     sub = sample_pairs(pairs, n_samples, seed)
@@ -108,7 +118,8 @@ def compute_importance(base_dir: Path, patch_dir: Path, pairs: list[tuple[str, s
             raise DataError(f"{patch_dir}: the patched model answered none of the {asked} sampled questions "
                             "(importance.target own needs answers to score)")
     scores = snip_scores(model, tok, sub, pmanifest.get("objective", "gd"), names, deltas=deltas,
-                         batch_size=batch_size, grad_accumulation=compute.grad_accumulation, dist=dist)
+                         batch_size=batch_size, grad_accumulation=compute.grad_accumulation, dist=dist,
+                         log=log if dist.is_main else (lambda s: None))
     del model
     manifest = {"patch_sha256": pmanifest.get("patch_sha256", ""), "objective": pmanifest.get("objective"),
                 "score": score, "target": "own" if respond is not None else "batch", "n_samples": len(sub),

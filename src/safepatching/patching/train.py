@@ -22,6 +22,7 @@ import torch
 
 from ..chat import bucketed_batches, collate, encode_pair, sequence_nll
 from ..errors import NonFiniteError
+from ..progress import Progress
 from ..io.checkpoints import sha256_dir
 from ..io.models import load_model, versions
 from ..io.patches import write_patch
@@ -81,6 +82,7 @@ def _optimise(model, tok, pairs, objective, lr, max_steps, batch_size, target_nl
             for i, e in enumerate(encs):
                 ref[i] = sequence_nll(model, to_dev([e]))[0]
     index = {id(e): i for i, e in enumerate(encs)}
+    progress = Progress(f"  {objective.name} training steps", max_steps, log)  # every 30 s of a long run, with ETA
     model.train()
     step, epoch, stopped = 0, 0, "max_steps"
     start_nll = last_nll = last_loss = float("nan")
@@ -120,6 +122,7 @@ def _optimise(model, tok, pairs, objective, lr, max_steps, batch_size, target_nl
             opt.zero_grad(set_to_none=True)
             last_loss = loss_sum.item()
             step += 1
+            progress.update(step)
             if step >= max_steps:
                 break
         else:

@@ -10,6 +10,12 @@ harm = mean of the plain and jailbreak harmful rates:
     harm         <= parent's harm + harmful_tolerance
 If no point is feasible, the lowest-harm point that meets the last three and does not raise over-refusal
 is chosen (marked infeasible); if none does, the parent itself (α = β = 0: no change) is kept.
+
+`utility` is the suite's exact-match utility set when it has one (the organism); otherwise, with lm-eval tasks
+configured (`eval.utility.tasks`, real models), the mean of their `utility_<task>` percents as the evaluate step
+computes it, on `select.utility_limit` docs per task for the parent and every point (`sweep_utility`). lm-eval's
+limit reads each task's first docs, so these are among the docs the test-side evaluation reads too: the sweep's
+utility is a guard against a point that loses utility, not a reported number.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import EvalCfg, MergeSettings, SelectCfg
+from ..config import EvalCfg, MergeSettings, SelectCfg, UtilityCfg
 from ..layout import RoundLayout
 
 SCALAR_KEYS = ("harmful_plain", "harmful_jailbreak", "over_refusal", "utility", "other", "lookalike_harmful")
@@ -123,14 +129,29 @@ def load_parent(base_dir: Path, compute=None) -> tuple[object, object, dict]:
     return model, tok, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def sweep_utility(params, root: str | Path = ".") -> UtilityCfg | None:
+    """The sweep's lm-eval settings: eval.utility on `select.utility_limit` docs per task (null: eval.utility's own
+    limit), its include_path made absolute under `root`; None when no lm-eval task is configured (the organism:
+    its exact-match utility set is the utility, and the sweep is what it always was)."""
+    u = params.eval.utility
+    if not u.tasks:
+        return None
+    lim = params.select.utility_limit
+    inc = None if u.include_path is None else str((Path(root) / u.include_path).resolve())
+    return u.model_copy(update={"limit": u.limit if lim is None else lim, "include_path": inc})
+
+
 def sweep_point(model, tok, base_sd: dict, inputs: tuple[dict, dict, dict, dict] | None, cfg: MergeSettings | None,
-                split: dict[str, list[dict]], eval_cfg: EvalCfg) -> dict:
+                split: dict[str, list[dict]], eval_cfg: EvalCfg, utility: UtilityCfg | None = None) -> dict:
     """One sweep point's headline on `split` by the deciding judge: the merge `cfg` of `base_sd` and `inputs` loaded
-    into `model`, or (cfg None) the model as it is, which must then hold the parent. Every executor evaluates
-    through this; greedy decoding and the state dict alone decide the numbers, so a model loaded fresh for one
-    point gives the same ones as a model reused across points."""
+    into `model`, or (cfg None) the model as it is, which must then hold the parent. With `utility` (sweep_utility),
+    lm-eval's tasks on that model add `utility_<task>` and, unless the suite has an exact-match utility set,
+    `utility` (their mean), as in metrics_<split>.json. Every executor evaluates through this; greedy decoding
+    (lm-eval: log-likelihoods or greedy generation) and the state dict alone decide the numbers, so a model loaded
+    fresh for one point gives the same ones as a model reused across points."""
     from ..evaluation.generate import DecodingConfig
     from ..evaluation.metrics import evaluate_rows, headline
+    from ..evaluation.utility import run_utility, utility_headline
     from ..merging.in_memory import merge_in_memory
 
     if cfg is not None:
@@ -142,6 +163,8 @@ def sweep_point(model, tok, base_sd: dict, inputs: tuple[dict, dict, dict, dict]
     met, _ = evaluate_rows(model, tok, split, {judge: eval_cfg.judges[judge]},
                            DecodingConfig.of(eval_cfg), samples_per_kind=0)
     h = headline(met, judge)
+    if utility is not None:
+        h = utility_headline(h, run_utility(model, tok, utility, log=lambda s: None))
     h["per_category"] = {k: v for k, v in met[judge].items() if "/" in k}
     return h
 
@@ -160,16 +183,22 @@ def log_point(i: int, n: int, r: dict, log=print) -> None:
 
 
 def run_sweep(base_dir: Path, inputs: tuple[dict, dict, dict, dict], split: dict[str, list[dict]],
-              grid: list[MergeSettings], eval_cfg: EvalCfg, log=print, compute=None) -> tuple[dict, list[dict]]:
-    """The local executor: the parent and every grid point on `split` ({kind: rows}), in this process, one model
-    reloaded per point (sweep_point); returns (parent_headline, results). The base state and the merges live on the
-    CPU, so the accelerator holds one model copy."""
+              grid: list[MergeSettings], eval_cfg: EvalCfg, log=print, compute=None,
+              utility: UtilityCfg | None = None) -> tuple[dict, list[dict]]:
+    """The local executor: the parent and every grid point on `split` ({kind: rows}) (+ lm-eval's `utility` tasks),
+    in this process, one model reloaded per point (sweep_point); returns (parent_headline, results). The base state
+    and the merges live on the CPU, so the accelerator holds one model copy. A long sweep logs points done of all
+    with an ETA every 30 s (each point's own line follows it)."""
+    from ..progress import Progress
+
     model, tok, base_sd = load_parent(base_dir, compute)
-    parent = sweep_point(model, tok, base_sd, inputs, None, split, eval_cfg)
-    results = []
     t0 = time.time()
+    progress = Progress("sweep points (parent first)", len(grid) + 1, log)
+    parent = sweep_point(model, tok, base_sd, inputs, None, split, eval_cfg, utility)
+    results = []
     for i, cfg in enumerate(grid):
-        results.append(point_record(cfg, sweep_point(model, tok, base_sd, inputs, cfg, split, eval_cfg)))
+        progress.update(i + 1)
+        results.append(point_record(cfg, sweep_point(model, tok, base_sd, inputs, cfg, split, eval_cfg, utility)))
         log_point(i, len(grid), results[-1], log)
     with torch.no_grad():
         model.load_state_dict(base_sd)

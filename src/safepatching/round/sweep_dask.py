@@ -12,9 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ComputeCfg, EvalCfg, ExecutorCfg, MergeSettings
+from ..config import ComputeCfg, EvalCfg, ExecutorCfg, MergeSettings, UtilityCfg
 from ..errors import ExecutorError
 from ..layout import RoundLayout
+
+
+POLL_S = 0.25  # how often the sweep looks at its points while they run (for its progress line)
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,16 @@ class SweepJob:
     eval_cfg: EvalCfg
     compute: ComputeCfg | None = None
     threads: int | None = None  # torch threads per point; None: the worker's own
+    utility: UtilityCfg | None = None  # lm-eval tasks per point (selection.sweep_utility: absolute include_path)
 
     @classmethod
     def of(cls, params, layout: RoundLayout) -> "SweepJob":
+        from .selection import sweep_utility
+
         a = lambda p: str(Path(p).resolve())  # noqa: E731
         return cls(a(layout.parent_model), (a(layout.patch("se")), a(layout.patch("om"))),
                    (a(layout.scores("se")), a(layout.scores("om"))), dict(params.eval.suite), a(layout.root),
-                   params.eval, params.compute, params.select.executor.threads)
+                   params.eval, params.compute, params.select.executor.threads, sweep_utility(params, layout.root))
 
 
 def point_task(job: SweepJob, merge: dict | None) -> dict:
@@ -52,7 +58,7 @@ def point_task(job: SweepJob, merge: dict | None) -> dict:
     inputs = None if merge is None else load_inputs(job.patches, job.scores)
     split = load_suite(job.suite, "val", Path(job.suite_root))
     return sweep_point(model, tok, base_sd, inputs, None if merge is None else merge_settings(merge), split,
-                       job.eval_cfg)
+                       job.eval_cfg, job.utility)
 
 
 def connect(cfg: ExecutorCfg):
@@ -70,7 +76,9 @@ def connect(cfg: ExecutorCfg):
 
 
 def run_sweep_dask(job: SweepJob, grid: list[MergeSettings], cfg: ExecutorCfg, log=print) -> tuple[dict, list[dict]]:
-    """(parent_headline, results) as selection.run_sweep returns them, the points evaluated on the cluster."""
+    """(parent_headline, results) as selection.run_sweep returns them, the points evaluated on the cluster; points
+    done of all (in any order) with an ETA every 30 s while they run."""
+    from ..progress import Progress
     from .selection import log_point, point_record
 
     t0 = time.time()
@@ -79,6 +87,10 @@ def run_sweep_dask(job: SweepJob, grid: list[MergeSettings], cfg: ExecutorCfg, l
         log(f"  sweep of {len(grid)} points + the parent on the Dask cluster at {cfg.address} ({n} workers)")
         futures = [client.submit(point_task, job, None if c is None else c.model_dump(), pure=False)
                    for c in [None, *grid]]
+        progress = Progress("sweep points done on the cluster", len(futures), log)
+        while not all(f.done() for f in futures):  # polled: this client is not the process's default one
+            progress.update(sum(f.done() for f in futures))
+            time.sleep(POLL_S)
         parent, *heads = client.gather(futures)
     results = [point_record(c, h) for c, h in zip(grid, heads)]
     for i, r in enumerate(results):

@@ -44,10 +44,10 @@ def evaluate_checkpoint(params: Params, model_path: str | Path, split: str | Non
 def _record_utility(out: Path, res) -> dict:
     """Adds lm-eval's numbers to a written metrics JSON: `utility_benchmarks` ({task: {metric: value}}) and each
     task's `utility_<task>` percent in the headline; returns the headline."""
+    from ...evaluation.utility import utility_headline
+
     flat = json.loads(Path(out).read_text())
     flat["utility_benchmarks"] = res.benchmarks
-    flat["headline"].update(res.headline)
-    if "utility" not in flat["headline"] and res.headline:  # no exact-match utility set: benchmarks are the utility
-        flat["headline"]["utility"] = round(sum(res.headline.values()) / len(res.headline), 2)
+    flat["headline"] = utility_headline(flat["headline"], res)  # no exact-match set: the benchmarks' mean is utility
     Path(out).write_text(json.dumps(flat, indent=2, sort_keys=True))
     return flat["headline"]

@@ -13,12 +13,13 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
     """Sweep merge variants on the validation split (reusing the patches and scores) and choose the round's point
     (see safepatching.round.selection); writes selected.json, sweep.json, diagnosis.json and pareto.png. The points
     are evaluated here (select.executor.kind local) or one task each on a Dask cluster (dask: round.sweep_dask);
-    both give the same numbers in the same order."""
+    both give the same numbers in the same order. With lm-eval tasks (eval.utility.tasks) the parent and every point
+    also get lm-eval's utility on select.utility_limit docs per task, so select.utility_tolerance guards it."""
     from ...config import merge_settings
     from ..diagnosis import diagnose, format_diagnosis, importance_by_layer, plot_importance_layers
     from ...evaluation.suite import load_suite
     from ...merging.method import label
-    from ..selection import SCALAR_KEYS, choose, load_round_inputs, plot_pareto, run_sweep
+    from ..selection import SCALAR_KEYS, choose, load_round_inputs, plot_pareto, run_sweep, sweep_utility
 
     sel, base_merge = params.select, params.merge_for(layout.name)
     grid = sel.points() if sel.enabled else [base_merge]
@@ -29,7 +30,8 @@ def select(params: Params, layout: RoundLayout, log=print) -> dict:
         parent, results = run_sweep_dask(SweepJob.of(params, layout), grid, sel.executor, log)
     else:
         split = load_suite(params.eval.suite, "val", layout.root)
-        parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log, params.compute)
+        parent, results = run_sweep(layout.parent_model, inputs, split, grid, params.eval, log, params.compute,
+                                    sweep_utility(params, layout.root))
     chosen = choose(results, parent, sel) if sel.enabled else dict(results[0], feasible=True, rule="fixed")
     layout.select_dir.mkdir(parents=True, exist_ok=True)
     diag_cfg = merge_settings(chosen["merge"]) if chosen.get("merge") else base_merge
