@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -97,14 +98,19 @@ def stop_cluster(c: Cluster) -> list[str]:
     return leftovers(c.handles())
 
 
+# scratch places servers use when not told otherwise: none may appear during the session
+DEFAULT_SCRATCH = (Path(tempfile.gettempdir()) / "dask-scratch-space",)
+
+
 @pytest.fixture(scope="session")
 def cluster():
+    before = {p for p in DEFAULT_SCRATCH if p.exists()}
     c = start_cluster()
     print(f"\nmini-cluster up in {c.up_s} s:\n{c.table()}")
     try:
         yield c
     finally:
-        left = stop_cluster(c)
+        left = stop_cluster(c) + [f"{p} appeared" for p in DEFAULT_SCRATCH if p.exists() and p not in before]
         report = os.environ.get("SAFEPATCHING_CLUSTER_REPORT")
         if report:
             Path(report).write_text(c.table() + "\n")

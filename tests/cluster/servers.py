@@ -440,6 +440,8 @@ def start_dask(n_workers: int = 2, env: Mapping[str, str] | None = None, timeout
     with `env` (e.g. PYTHONPATH) on top of this process's environment."""
     tmp, port = _tmp("dask"), free_port()
     addr = f"tcp://{HOST}:{port}"
+    # the scheduler's scratch space too (Dask's default, /tmp/dask-scratch-space, would stay behind)
+    env = {**(env or {}), "DASK_TEMPORARY_DIRECTORY": str(tmp / "scratch")}
     sched = _serve("dask-scheduler", [BIN / "dask", "scheduler", "--host", HOST, "--port", str(port),
                                       "--no-dashboard", "--no-show"], tmp, port, addr, lambda: port_open(port),
                    env=env, cwd=tmp, timeout=timeout)
