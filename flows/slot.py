@@ -6,7 +6,13 @@ the server-side global concurrency limit `safepatching-rounds` (created with lim
 server of `make run` has it too) around a run's round work, and records who holds it in the Prefect variable
 `safepatching_rounds_holder` (flow run, host, checkout, since). A run that finds the slot taken logs, at once and
 then every `check_every` seconds, what holds it, and waits; with `max_wait` set it gives up with RoundsBusy naming
-the holder. The slot is a lease the holder renews: if its process dies the server frees it within `lease_seconds`.
+the holder. The slot is a lease the holder renews: if its process dies the server frees it within `lease_seconds`
+(60 s, the server's minimum, plus its repossessor loop).
+
+On Prefect's ephemeral server (no PREFECT_API_URL: `make run`) no slot is taken: that server lives and dies with this
+process, so no other machine can share it and the workspace flock already keeps runs apart; the server's leases are
+in memory while its slot counts are in the workspace's database, so a slot held by a killed run would never be
+freed there (the next `make run` would wait forever).
 
 `prefect gcl inspect safepatching-rounds` shows the slot; `prefect variable get safepatching_rounds_holder` its holder.
 """
@@ -72,13 +78,16 @@ def _record(state: str, me: dict) -> None:
 
 @contextmanager
 def rounds_slot(checkout: str, log: Callable[[str], None] = print, check_every: float = 30.0,
-                max_wait: float | None = None, lease_seconds: float = 300.0, name: str = SLOT):
+                max_wait: float | None = None, lease_seconds: float = 60.0, name: str = SLOT):
     """Hold the server's `name` slot for the block (see the module doc). `checkout` is recorded for the message."""
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_API_URL
 
+    if not PREFECT_API_URL.value():  # the ephemeral server: nobody else can reach it (module doc)
+        yield
+        return
     ensure_limit(name)
     run_id = flow_run.id
     me = {"flow_run_id": str(run_id) if run_id else None, "flow_run_name": flow_run.name if run_id else None,

@@ -68,3 +68,27 @@ def test_pull_step_uses_the_workers_checkout_not_the_deploy_time_pwd(tmp_path):
     got = _run_pull_steps(elsewhere, {**base, "PWD": str(tmp_path / "the-deployers-folder")})
     installed = Path(safepatching.__file__).resolve().parents[2]
     assert got["out"]["directory"] == got["cwd"] == str(installed)
+
+
+def test_no_rounds_slot_on_the_ephemeral_server(monkeypatch):
+    """`make run` (no PREFECT_API_URL) takes no server-side slot: its ephemeral server is reachable by nobody else and
+    keeps leases in memory, so a slot held by a killed run would block the next `make run` forever."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.slot as slot
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the slot was taken on the ephemeral server")
+
+    monkeypatch.setattr(slot, "ensure_limit", must_not_run)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    ran = []
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        with slot.rounds_slot("/tmp/checkout", log=ran.append):
+            ran.append("inside")
+    assert ran == ["inside"]
+    # with a server URL the slot is taken (ensure_limit runs first and here refuses)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        with pytest.raises(AssertionError, match="ephemeral"):
+            with slot.rounds_slot("/tmp/checkout", log=ran.append):
+                pass
