@@ -31,7 +31,7 @@ PARAMS ?= params.yaml
 preflight: setup
 	$(PY) -m safepatching.ops.preflight --params $(PARAMS)
 
-## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), 7-9 min on 2 cores;
+## run: build the organism, then 3 continual SafePatching rounds (DVC + Prefect + MLflow), ~21 min on 2 idle AVX2 cores;
 ## the preflight first (a problem stops it before Prefect or DVC start)
 run: setup
 	$(PY) -m safepatching.ops.preflight --params params.yaml --record
