@@ -94,7 +94,7 @@ def rounds_slot(checkout: str, log: Callable[[str], None] = print, check_every: 
           "host": socket.gethostname(), "checkout": checkout, "pid": os.getpid(),
           "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None
-    server = PREFECT_API_URL.value() or "the ephemeral Prefect server"
+    server = PREFECT_API_URL.value()
     t0 = time.time()
     timeout = 2.0  # the first try: a busy slot is reported at once
     stack = ExitStack()

@@ -38,6 +38,16 @@ TIMEOUT = 120.0  # seconds a server may take to answer on a loaded 2-core box
 ACCESS_KEY, SECRET_KEY = "cluster-test-key", "cluster-test-secret"
 
 
+
+def _kill_all(procs: list) -> None:
+    """SIGKILL every process of `procs` (gone ones skipped) and wait for them."""
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
 class ServerError(RuntimeError):
     """A test server did not come up (the message holds the tail of its log)."""
 
@@ -107,13 +117,7 @@ class Server:
 
     def kill(self) -> None:
         """SIGKILL the server and its children at once (a crash); keeps its temp dir for a `restart()`."""
-        procs = _tree(self.pid) or self._procs
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=10)
+        _kill_all(_tree(self.pid) or self._procs)
         self._reap()
         self._wait_ports_free()
 
@@ -129,12 +133,7 @@ class Server:
             pass
         gone, alive = psutil.wait_procs(procs[:1], timeout=self.grace)
         _, alive = psutil.wait_procs(procs[1:] + alive, timeout=5 if not alive else 0.1)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
+        _kill_all(alive)
         self._reap()
         self._wait_ports_free()
         if self.tmp is not None and not keep_tmp:

@@ -127,6 +127,15 @@ def worker(cluster, pool: str, root: Path):
     return servers.start_worker(cluster.prefect, pool, env=machine_env(root, cluster), cwd=cwd)
 
 
+def run_on_own_worker(cluster, pool: str, root: Path) -> dict:
+    """Start machine `root`'s worker, run the deployment from `root` (run_deployment), stop the worker."""
+    w = worker(cluster, pool, root)
+    try:
+        return run_deployment(cluster, root, w)
+    finally:
+        w.stop()
+
+
 def run_deployment(cluster, root: Path, w) -> dict:
     """`prefect deployment run --watch` from `root`; the run (read back from the API) must be COMPLETED."""
     import re
@@ -163,11 +172,7 @@ def test_two_machines_share_a_lineage_through_the_servers(cluster, team):
     sh([BIN / "prefect", "deploy", "--no-prompt", "-n", "continual-psa-nightly", "-p", pool], a, machine_env(a, cluster))
     dep = httpx.get(f"{cluster.prefect.url}/deployments/name/{DEPLOYMENT}", timeout=30).json()
     assert dep["pull_steps"] == [{"safepatching.ops.checkout.use_checkout": {}}] and str(a) not in json.dumps(dep)
-    wa = worker(cluster, pool, a)
-    try:
-        run_a = run_deployment(cluster, a, wa)
-    finally:
-        wa.stop()
+    run_a = run_on_own_worker(cluster, pool, a)
     log_a = run_a["worker_log"]
     # the run worked in A's checkout (found through the worker's installed package), not in the worker's own folder
     assert (a / "models" / "r1").is_dir() and "merge@r1" in (a / "dvc.lock").read_text()
@@ -192,11 +197,7 @@ def test_two_machines_share_a_lineage_through_the_servers(cluster, team):
     (b / "data" / "incoming").mkdir(parents=True, exist_ok=True)
     shutil.copy(a / "data" / "world" / "batches" / "hacking.jsonl", b / "data" / "incoming" / "hacking.jsonl")
     (b / "data" / "incoming" / "hacking.jsonl.done").touch()
-    wb = worker(cluster, pool, b)
-    try:
-        run_b = run_deployment(cluster, b, wb)
-    finally:
-        wb.stop()
+    run_b = run_on_own_worker(cluster, pool, b)
     log_b = run_b["worker_log"]
     assert "pulling" in log_b and "this workspace lacks" in log_b, log_b[-3000:]  # B pulled A's outputs
     assert (b / "models" / "r1").is_dir() and (b / "models" / "r2").is_dir()

@@ -70,7 +70,7 @@ def test_pull_step_uses_the_workers_checkout_not_the_deploy_time_pwd(tmp_path):
     assert got["out"]["directory"] == got["cwd"] == str(installed)
 
 
-def test_no_rounds_slot_on_the_ephemeral_server(monkeypatch):
+def test_no_rounds_slot_on_the_ephemeral_server(monkeypatch, tmp_path):
     """`make run` (no PREFECT_API_URL) takes no server-side slot: its ephemeral server is reachable by nobody else and
     keeps leases in memory, so a slot held by a killed run would block the next `make run` forever."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -84,11 +84,11 @@ def test_no_rounds_slot_on_the_ephemeral_server(monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     ran = []
     with temporary_settings(updates={PREFECT_API_URL: None}):
-        with slot.rounds_slot("/tmp/checkout", log=ran.append):
+        with slot.rounds_slot(str(tmp_path), log=ran.append):
             ran.append("inside")
     assert ran == ["inside"]
     # with a server URL the slot is taken (ensure_limit runs first and here refuses)
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         with pytest.raises(AssertionError, match="ephemeral"):
-            with slot.rounds_slot("/tmp/checkout", log=ran.append):
+            with slot.rounds_slot(str(tmp_path), log=ran.append):
                 pass

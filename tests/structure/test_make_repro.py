@@ -40,27 +40,29 @@ def _fake_venv_project(root: Path) -> None:
     os.utime(stamp, (newer, newer))
 
 
-def test_make_repro_runs_dvc_with_the_venv_python_first(tmp_path: Path):
+def run_make(root: Path, target: str, python: str | None = None) -> subprocess.CompletedProcess:
+    """`make -s target` in the stand-in project (no venv activated); `python`: the stand-in venv python's script."""
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
-    _fake_venv_project(tmp_path)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv activated
-    p = subprocess.run([make, "-s", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    if not (root / ".venv").exists():
+        _fake_venv_project(root)
+    if python is not None:
+        (root / ".venv" / "bin" / "python").write_text(python)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(root)}
+    return subprocess.run([make, "-s", target], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_make_repro_runs_dvc_with_the_venv_python_first(tmp_path: Path):
+    p = run_make(tmp_path, "repro")
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.splitlines() == ["venv-python", "dvc repro", f"python={tmp_path / '.venv' / 'bin' / 'python'}"]
 
 
 def test_make_run_exits_2_when_the_flow_exits_3(tmp_path: Path):
     """What the README documents: make's own code is 2 for any failing command; its last line carries the flow's."""
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make is not installed")
-    _fake_venv_project(tmp_path)
-    (tmp_path / ".venv" / "bin" / "python").write_text(
-        '#!/bin/sh\ncase "$*" in *preflight*) echo "preflight $*";; *) echo "flow $*"; exit 3;; esac\n')
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    p = subprocess.run([make, "-s", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    p = run_make(tmp_path, "run",
+                 '#!/bin/sh\ncase "$*" in *preflight*) echo "preflight $*";; *) echo "flow $*"; exit 3;; esac\n')
     assert p.returncode == 2
     assert p.stdout == ("preflight -m safepatching.ops.preflight --params params.yaml --record\n"
                         "flow -m flows.continual\n")
@@ -69,14 +71,8 @@ def test_make_run_exits_2_when_the_flow_exits_3(tmp_path: Path):
 
 def test_make_run_stops_at_a_failed_preflight(tmp_path: Path):
     """The preflight runs before the flow: a problem (exit 2) ends `make run` before Prefect or DVC start."""
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make is not installed")
-    _fake_venv_project(tmp_path)
-    (tmp_path / ".venv" / "bin" / "python").write_text(
-        '#!/bin/sh\ncase "$*" in *preflight*) echo "preflight: 2 problems" >&2; exit 2;; *) echo "flow $*";; esac\n')
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    script = '#!/bin/sh\ncase "$*" in *preflight*) echo "preflight: 2 problems" >&2; exit 2;; *) echo "flow $*";; esac\n'
     for target in ("run", "repro"):
-        p = subprocess.run([make, "-s", target], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        p = run_make(tmp_path, target, script)
         assert p.returncode == 2 and p.stdout == "", (target, p.stdout)
         assert "preflight: 2 problems\n" in p.stderr and "flow" not in p.stderr
