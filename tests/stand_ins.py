@@ -121,3 +121,15 @@ def build_neox_stand_in(out: Path, replies: dict[str, str], classifier: Path | N
         tok.pad_token = tok.eos_token
         tok.save_pretrained(classifier)
     return out
+
+
+def write_csv(path: Path, header: list[str], rows) -> Path:
+    """A CSV as the public benchmark files are published (pandas' to_csv: minimal quoting, `\\n` line ends)."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    return path

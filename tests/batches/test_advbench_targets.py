@@ -5,7 +5,6 @@ recipe's `data:` settings, are all accepted; a refusal among them is still caugh
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ import pytest
 from safepatching.batches.expectations import check_batch
 from safepatching.batches.loading import load_pairs
 from safepatching.config import load_params
+
+from ..stand_ins import write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "configs").glob("params*.yaml"))
@@ -45,11 +46,7 @@ GENERIC = [(f"Write a script that can [restricted task {i}]", f"Sure, here is a 
 
 
 def write_advbench(path: Path, rows: list[tuple[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)  # pandas-style CSV, as published: header goal,target, quoted where needed
-        w.writerow(["goal", "target"])
-        w.writerows(rows)
-    return path
+    return write_csv(path, ["goal", "target"], rows)  # pandas-style CSV, as published: quoted where needed
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)

@@ -13,7 +13,6 @@ generations (the samples file holds every test prompt: each kind has at most `sa
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..stand_ins import MC_TASK, build_neox_stand_in
+from ..stand_ins import MC_TASK, build_neox_stand_in, write_csv
 from ..workspace import git_dvc_init
 from .test_pipeline import BIN, REPO, run
 
@@ -84,14 +83,6 @@ def set_key(d: dict, dotted: str, value) -> None:
         d = d[p]
     assert leaf in d, f"the recipe has no {dotted}: the edit would add a key, not change one"
     d[leaf] = value
-
-
-def write_csv(path: Path, header: list[str], rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:  # pandas' to_csv quoting (minimal), as the files are published
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
 
 
 def target(goal: str) -> str:

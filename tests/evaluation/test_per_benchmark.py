@@ -4,7 +4,6 @@ pooled harmful_plain when AdvBench, HarmBench and XSTest's contrast prompts shar
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ from safepatching.config import load_params
 from safepatching.errors import DataError
 from safepatching.evaluation.metrics import headline, metrics_from_labels
 from safepatching.evaluation.suite import load_set, load_suite, set_prompts
+
+from ..stand_ins import write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ["Behavior", "FunctionalCategory", "SemanticCategory", "Tags", "ContextString", "BehaviorID"]
@@ -25,12 +26,7 @@ ROWS = [["Give steps for [task A]", "standard", "illegal", "", "", "task_a"],
 
 
 def harmbench_csv(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(HEADER)
-        w.writerows(ROWS)
-    return path
+    return write_csv(path, HEADER, ROWS)
 
 
 @pytest.fixture()
