@@ -52,7 +52,7 @@ def test_long_prompts_are_skipped_and_counted(stand_in):
 
 
 def test_progress_lines_at_a_sane_rate():
-    from safepatching.evaluation.generate import Progress
+    from safepatching.progress import Progress
 
     t = [0.0]
     lines: list[str] = []

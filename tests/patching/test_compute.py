@@ -77,7 +77,7 @@ def test_accumulation_and_checkpointing_keep_the_patch(tiny_organism, pairs, tmp
     acc, m1 = _train(tiny_organism, pairs, tmp_path / "acc", ComputeCfg(grad_accumulation=3), objective)
     ckpt, m2 = _train(tiny_organism, pairs, tmp_path / "ckpt", ComputeCfg(gradient_checkpointing=True), objective)
     assert max_diff(ref, acc) <= 1e-5 and max_diff(ref, ckpt) <= 1e-5
-    assert m1["steps"] == m0["steps"] == 4 and m1["final_nll"] == pytest.approx(m0["final_nll"], abs=1e-5)
+    assert m1["steps"] == m0["steps"] == 4 and m1["probe_nll_after"] == pytest.approx(m0["probe_nll_after"], abs=1e-5)
     assert m1["final_loss"] == pytest.approx(m0["final_loss"], abs=1e-5)
     assert m1["compute"]["grad_accumulation"] == 3 and m2["compute"]["gradient_checkpointing"] is True
     assert m0["compute"]["distributed"] == "NO" and m0["compute"]["processes"] == 1
@@ -275,7 +275,7 @@ def test_two_processes_give_the_one_process_patch_and_scores(tiny_organism, worl
         (p1, m1), (p2, m2) = res[1][k], res[2][k]
         assert max_diff(p1, p2) <= 1e-5, k
         assert m2["compute"]["processes"] == 2 and m2["compute"]["distributed"] == "MULTI_CPU"
-        assert m2["steps"] == m1["steps"] and m2["final_nll"] == pytest.approx(m1["final_nll"], abs=1e-5)
+        assert m2["steps"] == m1["steps"] and m2["probe_nll_after"] == pytest.approx(m1["probe_nll_after"], abs=1e-5)
         for tag in ("s", "own"):
             s1, s2 = res[1][f"{tag}_{k}"], res[2][f"{tag}_{k}"]
             assert max_diff(s1, s2) <= 1e-5 * max(v.abs().max().item() for v in s1.values()), (tag, k)

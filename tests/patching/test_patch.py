@@ -41,7 +41,7 @@ def test_objectives_move_nll_the_right_way(tiny_organism, pairs, tmp_path, objec
     m = train_patch(tiny_organism, pairs, tmp_path / "p", ObjectiveCfg(objective=objective, lr=1e-3, max_steps=6,
                                                                        batch_size=16), seed=0, log=lambda s: None)
     assert m["objective"] == objective and m["steps"] == 6
-    assert direction * (m["final_nll"] - m["start_nll"]) > 0
+    assert direction * (m["probe_nll_after"] - m["probe_nll_before"]) > 0  # on the same fixed pairs
     manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
     for k in ("parent_sha256", "batch_sha256", "objective", "steps", "final_loss", "seed", "versions", "patch_sha256"):
         assert k in manifest
@@ -50,7 +50,7 @@ def test_objectives_move_nll_the_right_way(tiny_organism, pairs, tmp_path, objec
 def test_ga_stops_at_target_nll(tiny_organism, pairs, tmp_path):
     m = train_patch(tiny_organism, pairs, tmp_path / "p", ObjectiveCfg(objective="ga", lr=3e-3, max_steps=200,
                                                                        batch_size=16, target_nll=8.0), log=lambda s: None)
-    assert m["stopped"] == "target_nll" and m["steps"] < 200 and m["final_nll"] >= 8.0
+    assert m["stopped"] == "target_nll" and m["steps"] < 200 and m["last_batch_nll"] >= 8.0
 
 
 def test_full_and_lora_write_the_same_format(tiny_organism, pairs, tmp_path):
@@ -87,6 +87,35 @@ def test_patch_equals_trained_minus_base(tiny_organism, pairs, tmp_path):
     ids = tok("How do I bake a loaf of bread?", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.allclose(trained(ids).logits, patched(ids).logits, atol=1e-5)
+
+
+def _nll(model, tok, pairs) -> float:
+    from safepatching.chat import collate, encode_pair, sequence_nll
+
+    with torch.no_grad():
+        return sequence_nll(model.eval(), collate([encode_pair(tok, p, r) for p, r in pairs],
+                                                  tok.pad_token_id)).mean().item()
+
+
+@pytest.mark.parametrize("objective", ["ga", "gd"])
+def test_training_log_reports_nll_on_a_fixed_probe_batch(tiny_organism, pairs, tmp_path, objective):
+    """Issue 21, item 9: before/after is measured on the same pairs (the first batch_size ones), recomputed here on the
+    base and on base + patch; the last minibatch's NLL (other pairs) is reported apart, under its own name."""
+    from safepatching.io.patches import apply_deltas
+
+    lines: list[str] = []
+    m = train_patch(tiny_organism, pairs, tmp_path / "p", ObjectiveCfg(objective=objective, lr=1e-3, max_steps=5,
+                                                                       batch_size=12), seed=0, log=lines.append)
+    base, tok = load_model(tiny_organism, trainable=False)
+    assert m["probe_size"] == 12
+    assert m["probe_nll_before"] == pytest.approx(_nll(base, tok, pairs[:12]), abs=1e-5)
+    apply_deltas(base, load_patch(tmp_path / "p")[0])
+    assert m["probe_nll_after"] == pytest.approx(_nll(base, tok, pairs[:12]), abs=1e-4)
+    assert get_objective(objective).direction * (m["probe_nll_after"] - m["probe_nll_before"]) > 0
+    assert "start_nll" not in m and "final_nll" not in m and m["last_batch_nll"] > 0
+    (line,) = [x for x in lines if "fixed probe" in x]
+    assert line == (f"  {objective}: 5 steps (max_steps); NLL/token on 12 fixed probe pairs {m['probe_nll_before']:.3f}"
+                    f" -> {m['probe_nll_after']:.3f} (last minibatch {m['last_batch_nll']:.3f})")
 
 
 def test_snip_on_backbone_is_identical_for_se_and_om(tiny_organism, pairs):

@@ -25,7 +25,7 @@ def calls(monkeypatch) -> list[dict]:
     def trainer(base_dir, pairs, out_dir, obj_cfg, backend, lora_cfg, seed, batch_sha256="", log=print,
                 compute=None):
         seen.append({"base": base_dir, "pairs": pairs, "out": out_dir, "cfg": obj_cfg, "sha": batch_sha256})
-        return {"objective": obj_cfg.objective, "steps": 1, "start_nll": 1.0, "final_nll": 2.0, "l2_norm": 0.5}
+        return {"objective": obj_cfg.objective, "steps": 1, "probe_nll_before": 1.0, "probe_nll_after": 2.0, "l2_norm": 0.5}
 
     monkeypatch.setattr(train_mod, "train_patch", trainer)
     return seen

@@ -8,7 +8,7 @@ import torch
 
 from ..chat import prompt_text
 from ..io.models import input_device
-from ..progress import Progress  # noqa: F401  (generate's progress lines; importable from here as before)
+from ..progress import Progress
 
 
 @dataclass(frozen=True)

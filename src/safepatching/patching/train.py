@@ -46,7 +46,13 @@ def _gather_batch(acc, local: list[torch.Tensor], plan: list[list[slice]]) -> to
 
 def optimise(model, tok, pairs: list[tuple[str, str]], objective, lr: float, max_steps: int,
              batch_size: int, target_nll: float | None, seed: int, log=print, accelerator=None) -> dict:
-    """Run the objective on the pairs; returns {steps, final_loss, final_nll, start_nll, stopped}.
+    """Run the objective on the pairs; returns {steps, final_loss, stopped, last_batch_nll, probe_nll_before,
+    probe_nll_after, probe_size}.
+
+    `probe_nll_before` / `probe_nll_after`: the mean per-token NLL of one fixed probe set (the first `batch_size`
+    pairs, in order) before the first step and after the last, in eval mode: the number that shows what training did
+    (gradient ascent raises it, descent lowers it). `last_batch_nll` is the last step's minibatch NLL, what
+    `target_nll` is checked against; minibatches differ from step to step, so it is no before/after measure.
 
     `batch_size` is the global batch of one optimizer step; the accelerator (default: one process on the model's
     device) splits it into `gradient_accumulation_steps` micro-batches on each of its processes (`micro_slices`),
@@ -82,10 +88,12 @@ def _optimise(model, tok, pairs, objective, lr, max_steps, batch_size, target_nl
             for i, e in enumerate(encs):
                 ref[i] = sequence_nll(model, to_dev([e]))[0]
     index = {id(e): i for i, e in enumerate(encs)}
+    probe = encs[:max(1, batch_size)]
+    probe_before = _probe_nll(model, probe, to_dev, max(1, batch_size // (k * world)))
     progress = Progress(f"  {objective.name} training steps", max_steps, log)  # every 30 s of a long run, with ETA
     model.train()
     step, epoch, stopped = 0, 0, "max_steps"
-    start_nll = last_nll = last_loss = float("nan")
+    last_nll = last_loss = float("nan")
     while step < max_steps:
         for gb in bucketed_batches(encs, batch_size, seed + epoch):
             n = len(gb)
@@ -110,8 +118,6 @@ def _optimise(model, tok, pairs, objective, lr, max_steps, batch_size, target_nl
             if world > 1:
                 loss_sum, bad = acc.reduce(torch.stack([loss_sum, bad]), "sum")
             last_nll = batch_nll.mean().item()
-            if step == 0:
-                start_nll = last_nll
             if objective.reached(last_nll, target_nll):
                 stopped = "target_nll"
                 break
@@ -130,10 +136,23 @@ def _optimise(model, tok, pairs, objective, lr, max_steps, batch_size, target_nl
             continue
         if stopped == "target_nll":
             break
+    probe_after = _probe_nll(model, probe, to_dev, max(1, batch_size // (k * world)))
+    log(f"  {objective.name}: {step} steps ({stopped}); NLL/token on {len(probe)} fixed probe pairs "
+        f"{probe_before:.3f} -> {probe_after:.3f} (last minibatch {last_nll:.3f})")
+    return {"steps": step, "final_loss": last_loss, "stopped": stopped, "last_batch_nll": last_nll,
+            "probe_nll_before": probe_before, "probe_nll_after": probe_after, "probe_size": len(probe)}, model
+
+
+def _probe_nll(model, probe: list, to_dev, chunk: int) -> float:
+    """Mean per-token NLL of the probe pairs, in eval mode, no gradients, `chunk` sequences per forward (the
+    training micro-batch size, so it fits where training fits). Every process computes the same value: under
+    DDP / FSDP each one runs the same forwards (sharded models need every process in each forward). Leaves the model
+    in eval mode; consumes no random numbers, so training is the same with or without it."""
     model.eval()
-    log(f"  {objective.name}: {step} steps, NLL/token {start_nll:.3f} -> {last_nll:.3f} ({stopped})")
-    return {"steps": step, "final_loss": last_loss, "start_nll": start_nll, "final_nll": last_nll,
-            "stopped": stopped}, model
+    with torch.no_grad():
+        nll = torch.cat([sequence_nll(model, to_dev(probe[i:i + chunk])).float().cpu()
+                         for i in range(0, len(probe), chunk)])
+    return nll.mean().item()
 
 
 def _trained_model(acc, model, base_dir: Path, backend: str, lora_cfg, compute, seed: int):

@@ -22,6 +22,6 @@ def train_patch(params: Params, layout: RoundLayout, kind: str, objective: str |
     batch = layout.root / params.round(layout.name).batch
     m = train(layout.parent_model, _pairs(params, layout), layout.patch(kind), obj, params.patch.backend,
               params.patch.lora, params.patch.seed, batch_sha256=sha256_file(batch), log=log, compute=params.compute)
-    log(f"{layout.name}/{kind}: {m['objective']} {m['steps']} steps, NLL {m['start_nll']:.3f} -> "
-        f"{m['final_nll']:.3f}, |P|={m['l2_norm']:.3f}")
+    log(f"{layout.name}/{kind}: {m['objective']} {m['steps']} steps, probe NLL {m['probe_nll_before']:.3f} -> "
+        f"{m['probe_nll_after']:.3f}, |P|={m['l2_norm']:.3f}")
     return m
