@@ -7,16 +7,21 @@ classifier judge. The public files are written in their native published layouts
 (AdvBench `goal,target` split into the training batch and the eval file; HarmBench's six columns with a contextual and
 a copyright row; XSTest v2's `id,prompt,type,label,focus,note`; a jailbreak templates CSV). params.yaml is
 configs/params.llama2-7b-chat.yaml with only CPU_TRIAL_EDITS applied (each one a sentence of README "Real models",
-"A trial on CPU"). Then the README's commands: the preflight (exit 0), `dvc repro` with the venv's PATH (as `make
-repro`), and the flow, which registers r1 on the keyword judge's numbers. The numbers are recomputed from the
-generations (the samples file holds every test prompt: each kind has at most `samples_per_kind` of them)."""
+"A trial on CPU"). Then the README's two commands, literally, in the checkout with no venv activated and none of the
+test's environment: `make preflight` (exit 0) and `make run` (preflight --record, then the Prefect flow on its
+ephemeral server: DVC reproduces the lineage, r1 is registered in MLflow on the keyword judge's numbers). The checkout's
+`.venv` is the test's own venv behind symlinks, its install stamp newer than the copied requirement files, so make
+installs nothing. The numbers are recomputed from the generations (the samples file holds every test prompt: each
+kind has at most `samples_per_kind` of them)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import yaml
 
 from ..stand_ins import MC_TASK, build_neox_stand_in, write_csv
 from ..workspace import git_dvc_init
-from .test_pipeline import BIN, REPO, run
+from .test_pipeline import REPO, run
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +112,34 @@ def public_files(root: Path) -> None:
                                                           cache=root / ".hf-datasets-cache", prefix="Question:"))
 
 
+def user_checkout_venv(root: Path) -> None:
+    """`root/.venv` as `make` leaves it after its set-up: every entry of the test's venv (bin, lib, pyvenv.cfg) behind
+    a symlink, and an install stamp newer than the copied requirement files (make installs nothing)."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests run outside a venv (`make test-slow` runs them in .venv)")
+    venv = root / ".venv"
+    venv.mkdir()
+    for entry in Path(sys.prefix).iterdir():
+        if not entry.name.startswith("."):  # not the stamps
+            (venv / entry.name).symlink_to(entry)
+    stamp = venv / ".installed"
+    stamp.touch()
+    newer = max((root / f).stat().st_mtime for f in ("requirements.txt", "pyproject.toml")) + 10
+    os.utime(stamp, (newer, newer))
+
+
+def make(target: str, root: Path) -> subprocess.CompletedProcess:
+    """`make <target>` as a user types it: no venv activated, none of the test's environment (PYTHONPATH, Prefect or
+    MLflow settings), HF_HUB_OFFLINE unset (the model is a local folder; the Makefile keeps the hub off)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(root / ".home"), "OMP_NUM_THREADS": "1",
+           "LANG": "C.UTF-8"}
+    p = subprocess.run(["make", target], cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    (root / f"make-{target}.log").write_text(f"rc={p.returncode}\n{p.stdout}\n--- stderr\n{p.stderr}")
+    return p
+
+
 @pytest.fixture(scope="module")
 def real_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("real")
@@ -115,7 +148,8 @@ def real_project(tmp_path_factory) -> Path:
     stand_in = build_neox_stand_in(models / "neox-chat", replies, classifier=models / "neox-cls")
     for d in ("stages", "src", "flows"):  # a user's checkout
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for f in ("dvc.yaml", "Makefile", "requirements.txt", "pyproject.toml"):
+        shutil.copy2(REPO / f, root / f)
     (root / "data").mkdir()
     shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
     public_files(root)
@@ -124,12 +158,12 @@ def real_project(tmp_path_factory) -> Path:
         set_key(params, key, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/reports/\n/artifacts/\n"
-                                     "/.hf-datasets-cache/\n")
+                                     "/.hf-datasets-cache/\n/.venv/\n/.home/\n/*.log\n")
     git_dvc_init(root, run)
-    pre = run([sys.executable, "-m", "safepatching.ops.preflight", "--params", "params.yaml"], root, check=False)
-    (root / "preflight.log").write_text(f"rc={pre.returncode}\n{pre.stdout}{pre.stderr}")
+    user_checkout_venv(root)
+    pre = make("preflight", root)
     assert pre.returncode == 0, pre.stdout + pre.stderr
-    (root / "repro.log").write_text(run(["dvc", "repro"], root).stdout)  # PATH starts with the venv's bin (make repro)
+    make("run", root)
     return root
 
 
@@ -139,13 +173,14 @@ def test_params_are_the_recipe_with_the_documented_edits_only(real_project):
     edits = cpu_trial_edits(Path("x"), Path("y"))
     assert set(params) == set(recipe)
     assert {k for k in recipe if params[k] != recipe[k]} == set(edits)
-    assert (real_project / "preflight.log").read_text().startswith("rc=0\npreflight params.yaml: ok")
+    pre = (real_project / "make-preflight.log").read_text()
+    assert pre.startswith("rc=0\n") and "\npreflight params.yaml: ok" in pre
 
 
 def test_repro_runs_the_real_model_path_without_the_organism(real_project):
     from transformers import AutoModelForCausalLM
 
-    log = (real_project / "repro.log").read_text()
+    log = (real_project / "make-run.log").read_text()
     assert "no world built" in log and "M params, vocab" not in log  # the organism is neither generated nor trained
     assert not (real_project / "data/world/sft.jsonl").exists()
     assert AutoModelForCausalLM.from_pretrained(real_project / "models/backbone").config.model_type == "gpt_neox"
@@ -217,24 +252,27 @@ def test_numbers_recomputed_from_the_generations(real_project):
     assert {s["label_classifier"] for k in samples for s in samples[k]} <= {"harmful", "refusal", "helpful", "other"}
 
 
-def test_flow_registers_the_round_on_keyword_numbers(real_project, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_make_run_registers_the_round_on_keyword_numbers(real_project):
+    """`make run` ends as the README documents: exit 0 (nothing quarantined, skipped or waiting; a failed gate is a
+    registered version's decision, not an error), the round table and r1 a registered MLflow version whose metrics
+    are the keyword judge's (decided_by), with its gate decision and the infeasible selection said in the log."""
     from safepatching.config import load_params
     from safepatching.ops.registry.versions import ModelRegistry
 
-    monkeypatch.setenv("SAFEPATCHING_ROOT", str(real_project))
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.chdir(real_project)
-    from flows.continual import continual_psa
-
-    with prefect_test_harness(server_startup_timeout=120):
-        res = continual_psa("params.yaml")
-    assert [r["round"] for r in res] == ["r1"] and res[0]["created"]
+    log = (real_project / "make-run.log").read_text()
+    assert log.startswith("rc=0\n"), log[-3000:]
+    assert "ATTENTION" not in log and "Error" not in log
+    assert re.search(r"\nmodel +harm-plain +harm-jb +over-ref +utility +other\nbackbone .*\nr1 ", log)
+    assert "preflight params.yaml: ok" in log.split("-m flows.continual", 1)[0]  # the preflight ran first
     reg = ModelRegistry.from_params(load_params(real_project / "params.yaml"), real_project)
     (v,) = reg.versions()
+    assert v.round == "r1"
     head = json.loads((real_project / "artifacts/r1/metrics_test.json").read_text())["keyword"]
     for k in ("harmful_plain", "harmful_jailbreak", "over_refusal"):
         assert v.metrics[k] == pytest.approx(head[k])  # the gate read the keyword judge's numbers
     assert "utility" in v.metrics
     assert v.gate in ("passed", "failed")
+    said = re.search(r"r1: MLflow version 1 \(new; model \w+\); gate (PASSED|FAILED) vs backbone", log)
+    assert said and said.group(1).lower() == v.gate
+    assert v.decided_by == "keyword" and v.selection in ("feasible", "infeasible")
+    assert ("INFEASIBLE selection registered" in log) == (v.selection == "infeasible")
