@@ -6,8 +6,14 @@ the server-side global concurrency limit `safepatching-rounds` (created with lim
 server of `make run` has it too) around a run's round work, and records who holds it in the Prefect variable
 `safepatching_rounds_holder` (flow run, host, checkout, since). A run that finds the slot taken logs, at once and
 then every `check_every` seconds, what holds it, and waits; with `max_wait` set it gives up with RoundsBusy naming
-the holder. The slot is a lease the holder renews: if its process dies the server frees it within `lease_seconds`
-(60 s, the server's minimum, plus its repossessor loop).
+the holder. The slot is a lease the holder renews every `lease_seconds / 3`: if its process dies the server frees it
+within `lease_seconds` (60 s, the server's minimum, plus its repossessor loop).
+
+A dead holder of this very machine is not waited for: the holder record carries the lease id, the pid, the kernel's
+boot id and the pid namespace; a run that finds the slot taken by a record of its own boot and pid namespace whose
+pid is gone (a killed `make run`, a crashed worker's flow) releases that lease at once and takes the slot, saying so
+(TAKEOVER). A holder on another machine, or in another container, is only ever waited for: its pid means nothing
+here.
 
 On Prefect's ephemeral server (no PREFECT_API_URL: `make run`) no slot is taken: that server lives and dies with this
 process, so no other machine can share it and the workspace flock already keeps runs apart; the server's leases are
@@ -22,9 +28,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable
+from uuid import UUID
 
 from safepatching.errors import SafePatchingError
 
@@ -53,8 +62,8 @@ def ensure_limit(name: str = SLOT) -> None:
                 pass
 
 
-def holder_line() -> str:
-    """Who holds the slot, from the holder record: flow run, host, checkout, since when."""
+def _holder() -> dict | None:
+    """The holder record (a dict), or None when there is none or it is not one."""
     from prefect.variables import Variable
 
     h = Variable.get(HOLDER, default=None)
@@ -63,6 +72,12 @@ def holder_line() -> str:
             h = json.loads(h)
         except json.JSONDecodeError:
             h = None
+    return h if isinstance(h, dict) else None
+
+
+def holder_line(h: dict | None = None) -> str:
+    """Who holds the slot, from the holder record: flow run, host, checkout, since when."""
+    h = _holder() if h is None else h
     if not isinstance(h, dict) or h.get("state") != "holding":
         return "holder not recorded (a run that has not written its record yet)"
     return (f"flow run {h.get('flow_run_name')!r} ({h.get('flow_run_id')}) on host {h.get('host')}, checkout "
@@ -76,12 +91,75 @@ def _record(state: str, me: dict) -> None:
                  overwrite=True)
 
 
+def process_space() -> dict:
+    """What makes a pid meaningful: this kernel boot and this pid namespace (Linux; empty elsewhere)."""
+    try:
+        return {"boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                "pidns": os.readlink("/proc/self/ns/pid")}
+    except OSError:
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process of this pid namespace (a zombie is dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def dead_holder(h: dict | None) -> bool:
+    """A holder record of this boot and pid namespace whose process is gone, with its lease id (see module doc)."""
+    space = process_space()
+    return (isinstance(h, dict) and h.get("state") == "holding" and bool(space) and isinstance(h.get("pid"), int)
+            and bool(h.get("lease_id")) and all(h.get(k) == v for k, v in space.items()) and not _alive(h["pid"]))
+
+
+def _acquire(name: str, lease_seconds: float, holder) -> UUID | None:
+    """One try at the slot: the lease id, or None when the slot is taken (the server's 423)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with get_client(sync_client=True) as client:
+        try:
+            r = client.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease_seconds, holder)
+        except PrefectHTTPStatusError as e:
+            if e.response.status_code == 423:
+                return None
+            raise
+    return UUID(r.json()["lease_id"])
+
+
+def _release(lease_id) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.release_concurrency_slots_with_lease(UUID(str(lease_id)))  # a lease already gone: a no-op
+
+
+def _renew_until(stop: threading.Event, lease_id: UUID, lease_seconds: float, log) -> None:
+    """Renew the lease every lease_seconds / 3 until `stop`; a failed renewal is said, and tried again."""
+    from prefect.client.orchestration import get_client
+
+    while not stop.wait(lease_seconds / 3):
+        try:
+            with get_client(sync_client=True) as client:
+                client.renew_concurrency_lease(lease_id, lease_seconds)
+        except Exception as e:  # noqa: BLE001 - a transient server error must not end the round
+            log(f"WARNING: could not renew the rounds slot's lease {lease_id}: {e}")
+
+
 @contextmanager
 def rounds_slot(checkout: str, log: Callable[[str], None] = print, check_every: float = 30.0,
                 max_wait: float | None = None, lease_seconds: float = 60.0, name: str = SLOT):
     """Hold the server's `name` slot for the block (see the module doc). `checkout` is recorded for the message."""
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-    from prefect.concurrency.sync import concurrency
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_API_URL
 
@@ -92,31 +170,38 @@ def rounds_slot(checkout: str, log: Callable[[str], None] = print, check_every: 
     run_id = flow_run.id
     me = {"flow_run_id": str(run_id) if run_id else None, "flow_run_name": flow_run.name if run_id else None,
           "host": socket.gethostname(), "checkout": checkout, "pid": os.getpid(),
-          "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+          "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **process_space()}
     holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None
     server = PREFECT_API_URL.value()
     t0 = time.time()
-    timeout = 2.0  # the first try: a busy slot is reported at once
-    stack = ExitStack()
     waited = False
-    while True:
-        try:
-            stack.enter_context(concurrency(name, occupy=1, timeout_seconds=timeout, holder=holder, strict=True,
-                                            lease_duration=lease_seconds, raise_on_lease_renewal_failure=False))
-            break
-        except TimeoutError:
-            waited, seconds = True, time.time() - t0
-            line = (f"the rounds slot {name!r} on {server} is held by {holder_line()}; rounds run one at a time "
-                    "across machines")
-            if max_wait is not None and seconds >= max_wait:
-                raise RoundsBusy(f"{line}: gave up after {seconds:.0f}s") from None
-            log(f"WAITING ({seconds:.0f}s): {line}; this run starts when it is released")
-            timeout = check_every if max_wait is None else max(1.0, min(check_every, max_wait - seconds))
-    with stack:
+    while (lease_id := _acquire(name, lease_seconds, holder)) is None:
+        h = _holder()
+        if dead_holder(h):
+            _release(h["lease_id"])
+            log(f"TAKEOVER: the rounds slot {name!r} was held by {holder_line(h)}, a process of this machine that "
+                "is gone (killed or crashed); its lease is released and this run takes the slot")
+            continue
+        waited, seconds = True, time.time() - t0
+        line = (f"the rounds slot {name!r} on {server} is held by {holder_line(h)}; rounds run one at a time "
+                "across machines")
+        if max_wait is not None and seconds >= max_wait:
+            raise RoundsBusy(f"{line}: gave up after {seconds:.0f}s")
+        log(f"WAITING ({seconds:.0f}s): {line}; this run starts when it is released")
+        time.sleep(check_every if max_wait is None else max(1.0, min(check_every, max_wait - seconds)))
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew_until, args=(stop, lease_id, lease_seconds, log), daemon=True,
+                               name="rounds-slot-lease")
+    renewer.start()
+    try:
         if waited:
             log(f"the rounds slot {name!r} is free: this run holds it now (waited {time.time() - t0:.0f}s)")
-        _record("holding", me)
+        _record("holding", {**me, "lease_id": str(lease_id)})
         try:
             yield
         finally:
             _record("released", me)
+    finally:
+        stop.set()
+        renewer.join(10)
+        _release(lease_id)

@@ -6,7 +6,8 @@ flow, `dvc repro`, the running stage -- dies at once (safepatching.crash). A sec
 
 Asserted after the kill: the champion alias is unchanged, nothing half-written is published (a round's model folder
 only with its merge manifest, a patch or score folder only with its manifest), the batch is not lost. After the rerun:
-exit 0, a line saying it resumes an interrupted run (and the point's own repair), the batch is round r2 with its bytes
+exit 0, a line saying it resumes an interrupted run (and the point's own repair), that it took over the dead run's
+rounds slot at once (no wait for its lease), the batch is round r2 with its bytes
 tracked by DVC, exactly one complete MLflow version for r2 (its model's hash), no run left RUNNING, no `.tmp-*` /
 `.old-*` debris, `dvc status` clean, and the template was never written to.
 """
@@ -133,6 +134,8 @@ def test_kill_the_flow_then_rerun(flow_template, prefect_api, tmp_path, case):
     assert rerun.returncode == 0, f"rerun after {point}: exit {rerun.returncode}\n{out[-4000:]}"
     assert "RESUMING: the previous run" in out and "was interrupted" in out
     assert needle in out, f"rerun after {point} does not say {needle!r}:\n{out[-4000:]}"
+    # the killed run held the rounds slot of the shared server (taken before intake): its lease is released at once
+    assert "TAKEOVER: the rounds slot 'safepatching-rounds' was held by" in out and "WAITING" not in out
 
     rounds = yaml.safe_load((root / "params.yaml").read_text())["rounds"]
     assert list(rounds) == ["r1", "r2"] and rounds["r2"] == {"batch": "data/batches/r2_k.jsonl", "parent": "r1"}

@@ -60,3 +60,62 @@ def test_rounds_slot_is_exclusive_and_names_its_holder(server):
     assert lines[0].startswith("WAITING") and "is free: this run holds it now" in lines[-1]
     with get_client(sync_client=True) as c:
         assert c.read_global_concurrency_limit_by_name(SLOT).active_slots == 0
+
+
+HOLD = """
+import sys, time
+from flows.slot import rounds_slot
+with rounds_slot(sys.argv[1], log=print, lease_seconds=60):
+    print("HOLDING", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holding_process(api: str, checkout: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PREFECT_API_URL": api, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'src'}"}
+    p = subprocess.Popen([sys.executable, "-c", HOLD, checkout], cwd=repo, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:
+        if line.startswith("HOLDING"):
+            return p
+    p.wait()
+    pytest.fail(f"the holder never held the slot (exit {p.returncode})")
+
+
+def test_a_killed_holder_of_this_machine_is_taken_over_at_once(server):
+    """A run killed while holding the slot (SIGKILL: no release) does not make the next run of this machine wait
+    for its 60 s lease: the next one releases the dead lease and holds the slot; a live holder in another process
+    is waited for (no takeover)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.slot import SLOT, RoundsBusy, rounds_slot
+
+    live = _holding_process(PREFECT_API_URL.value(), "/srv/live")
+    lines: list[str] = []
+    try:
+        with pytest.raises(RoundsBusy, match=r"checkout /srv/live, pid \d+"):
+            with rounds_slot("/srv/other", log=lines.append, max_wait=3, check_every=1):
+                pytest.fail("entered a slot a live process holds")
+        assert lines and not any("TAKEOVER" in line for line in lines)
+    finally:
+        live.kill()
+        live.wait()
+    lines.clear()
+    t0 = time.time()
+    with rounds_slot("/srv/next", log=lines.append, check_every=1, max_wait=30):
+        took = time.time() - t0
+        with get_client(sync_client=True) as c:
+            assert c.read_global_concurrency_limit_by_name(SLOT).active_slots == 1  # one lease: the dead one is gone
+    assert took < 20, lines  # the dead lease would have held the slot for 60 s
+    (line,) = lines
+    assert line.startswith(f"TAKEOVER: the rounds slot {SLOT!r} was held by") and f"pid {live.pid}" in line
+    assert "checkout /srv/live" in line
+    with get_client(sync_client=True) as c:
+        assert c.read_global_concurrency_limit_by_name(SLOT).active_slots == 0
