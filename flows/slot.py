@@ -36,6 +36,7 @@ from typing import Callable
 from uuid import UUID
 
 from safepatching.errors import SafePatchingError
+from safepatching.io.atomic import pid_alive
 
 SLOT = "safepatching-rounds"
 HOLDER = "safepatching_rounds_holder"
@@ -100,25 +101,11 @@ def process_space() -> dict:
         return {}
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process of this pid namespace (a zombie is dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def dead_holder(h: dict | None) -> bool:
     """A holder record of this boot and pid namespace whose process is gone, with its lease id (see module doc)."""
     space = process_space()
     return (isinstance(h, dict) and h.get("state") == "holding" and bool(space) and isinstance(h.get("pid"), int)
-            and bool(h.get("lease_id")) and all(h.get(k) == v for k, v in space.items()) and not _alive(h["pid"]))
+            and bool(h.get("lease_id")) and all(h.get(k) == v for k, v in space.items()) and not pid_alive(h["pid"]))
 
 
 def _acquire(name: str, lease_seconds: float, holder) -> UUID | None:

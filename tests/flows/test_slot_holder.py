@@ -1,14 +1,13 @@
 """Which holder records of the rounds slot may be taken over at once (flows/slot.py `dead_holder`): only one of this
-kernel boot and pid namespace whose process is gone, with its lease id. A live process, a zombie's parent not having
-reaped it yet, a holder on another machine or in another container is waited for."""
+kernel boot and pid namespace whose process is gone (io.atomic.pid_alive), with its lease id. A live process, a holder
+on another machine or in another container is waited for."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import time
 
-from flows.slot import _alive, dead_holder, process_space
+from flows.slot import dead_holder, process_space
 
 
 def _dead_pid() -> int:
@@ -36,17 +35,3 @@ def test_anything_else_is_waited_for():
     assert not dead_holder(record(pid="123"))
     assert not dead_holder({k: v for k, v in record().items() if k != "boot_id"})  # an older record
     assert not dead_holder(None)
-
-
-def test_a_zombie_is_dead_a_running_child_alive():
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        assert _alive(child.pid)
-    finally:
-        child.kill()
-    deadline = time.time() + 10
-    while time.time() < deadline and open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
-        time.sleep(0.05)
-    assert not _alive(child.pid)  # killed, not yet reaped: a zombie
-    child.wait()
-    assert not _alive(child.pid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from safepatching.io.atomic import atomic_dir, clean_stale, pid_alive
 
@@ -36,3 +37,18 @@ def test_old_copy_of_a_writer_killed_between_renames_is_put_back(tmp_path):
     (old / "config.json").write_text("{}")
     assert clean_stale(out) == [old]
     assert (out / "config.json").exists() and not old.exists()
+
+
+def test_a_zombie_is_dead_a_running_child_alive():
+    """A killed writer its parent has not reaped yet holds nothing: its debris is stale, its slot free."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_alive(child.pid)
+    finally:
+        child.kill()
+    deadline = time.time() + 10
+    while time.time() < deadline and open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.05)
+    assert not pid_alive(child.pid)  # killed, not yet reaped: a zombie
+    child.wait()
+    assert not pid_alive(child.pid)

@@ -52,7 +52,8 @@ def write_atomic(path: str | Path, data: str | bytes, *, errors: str = "strict")
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (one we may not signal counts as alive)."""
+    """Whether a live process with this pid exists (one we may not signal counts as alive; a zombie, exited but not
+    yet reaped by its parent, is dead: it writes and holds nothing any more)."""
     if pid <= 0:
         return False
     try:
@@ -61,7 +62,10 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no procfs: what kill() said
+        return True
 
 
 def clean_stale(out_dir: str | Path) -> list[Path]:
