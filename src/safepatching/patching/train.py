@@ -88,8 +88,8 @@ def _optimise(model, tok, pairs, objective, lr, max_steps, batch_size, target_nl
             for i, e in enumerate(encs):
                 ref[i] = sequence_nll(model, to_dev([e]))[0]
     index = {id(e): i for i, e in enumerate(encs)}
-    probe = encs[:max(1, batch_size)]
-    probe_before = _probe_nll(model, probe, to_dev, max(1, batch_size // (k * world)))
+    probe, chunk = encs[:max(1, batch_size)], max(1, batch_size // (k * world))  # chunk: one micro-batch
+    probe_before = _probe_nll(model, probe, to_dev, chunk)
     progress = Progress(f"  {objective.name} training steps", max_steps, log)  # every 30 s of a long run, with ETA
     model.train()
     step, epoch, stopped = 0, 0, "max_steps"
@@ -136,7 +136,7 @@ def _optimise(model, tok, pairs, objective, lr, max_steps, batch_size, target_nl
             continue
         if stopped == "target_nll":
             break
-    probe_after = _probe_nll(model, probe, to_dev, max(1, batch_size // (k * world)))
+    probe_after = _probe_nll(model, probe, to_dev, chunk)
     log(f"  {objective.name}: {step} steps ({stopped}); NLL/token on {len(probe)} fixed probe pairs "
         f"{probe_before:.3f} -> {probe_after:.3f} (last minibatch {last_nll:.3f})")
     return {"steps": step, "final_loss": last_loss, "stopped": stopped, "last_batch_nll": last_nll,
